@@ -1,0 +1,1 @@
+"""The Linx proxy daemon (Twisted): route sync, token access, HTTP and WebSocket relay."""

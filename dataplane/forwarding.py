@@ -1,0 +1,268 @@
+"""What crosses the proxy: the heads it sends on, and the answers it makes itself. Pure.
+
+Request heads going to a container: hop-by-hop headers (and those named in ``Connection``)
+removed, ``X-Linx-Token`` and ``linx_`` cookies removed, header names with ``_`` dropped (as
+nginx does: CGI-style servers read ``X_Forwarded_For`` as ``X-Forwarded-For``), client-sent
+``X-Forwarded-*`` and ``Forwarded`` replaced unless the peer is a trusted proxy, and framing
+rewritten canonically. Response heads going to a client: hop-by-hop removed, ``Set-Cookie`` for
+a ``linx_`` name dropped (a container cannot set or overwrite the proxy's cookies).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+from http import HTTPStatus
+
+from dataplane.http_head import Framing, RequestHead, ResponseHead
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+        b"content-length",
+    }
+)
+_ALWAYS_DROPPED = frozenset({b"x-linx-token", b"x-forwarded-prefix"})
+_FORWARDING = frozenset(
+    {
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"x-real-ip",
+    }
+)
+WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def upstream_request_head(
+    req: RequestHead,
+    target: bytes,
+    *,
+    cookies: list[bytes],
+    client_ip: bytes,
+    scheme: bytes,
+    prefix: bytes | None,
+    trusted: bool,
+    websocket: bool,
+    request_id: bytes | None = None,
+) -> bytes:
+    """The head to send to the container for ``req`` (``target``: path and query to use)."""
+    drop = HOP_BY_HOP | req.connection_tokens
+    out = [req.method, b" ", target, b" HTTP/1.1\r\n"]
+    xff: list[bytes] = []
+    proto = host = None
+    for name, value in req.headers:
+        lname = name.lower()
+        if lname in drop or lname in _ALWAYS_DROPPED or b"_" in name or lname == b"cookie":
+            continue
+        if lname in _FORWARDING:
+            if not trusted:
+                continue
+            if lname == b"x-forwarded-for":
+                xff.append(value)
+                continue
+            if lname == b"x-forwarded-proto":
+                proto = proto or value
+                continue
+            if lname == b"x-forwarded-host":
+                host = host or value
+                continue
+        elif lname == b"sec-websocket-protocol":
+            value = strip_token_subprotocols(value)
+            if not value:
+                continue
+        elif lname == b"x-request-id" and request_id is not None:
+            continue
+        out += (name, b": ", value, b"\r\n")
+    for cookie in cookies:
+        out += (b"Cookie: ", cookie, b"\r\n")
+    xff.append(client_ip)
+    out += (b"X-Forwarded-For: ", b", ".join(xff), b"\r\n")
+    out += (b"X-Forwarded-Proto: ", proto or scheme, b"\r\n")
+    out += (b"X-Forwarded-Host: ", host or req.host, b"\r\n")
+    if prefix is not None:
+        out += (b"X-Forwarded-Prefix: ", prefix, b"\r\n")
+    if request_id is not None:
+        out += (b"X-Request-Id: ", request_id, b"\r\n")
+    if websocket:
+        out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    if req.framing == Framing.LENGTH:
+        out.append(b"Content-Length: %d\r\n" % req.content_length)
+    elif req.framing == Framing.CHUNKED:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def strip_token_subprotocols(value: bytes) -> bytes:
+    """``Sec-WebSocket-Protocol`` without ``linx.token.*`` entries (empty when none remain)."""
+    if b"linx.token." not in value:
+        return value
+    kept = [p.strip() for p in value.split(b",") if not p.strip().startswith(b"linx.token.")]
+    return b", ".join(p for p in kept if p)
+
+
+def token_subprotocols(req: RequestHead) -> list[bytes]:
+    out = []
+    for name, value in req.headers:
+        if name.lower() == b"sec-websocket-protocol" and b"linx.token." in value:
+            out += [p.strip()[11:] for p in value.split(b",") if p.strip().startswith(b"linx.token.")]
+    return out
+
+
+def websocket_accept(key: bytes) -> bytes:
+    return base64.b64encode(hashlib.sha1(key.strip() + WS_GUID).digest())  # noqa: S324 (RFC 6455)
+
+
+def client_response_head(
+    resp: ResponseHead, *, framing: int, keep_alive: bool, extra: list[bytes], upgrade: bool = False
+) -> bytes:
+    """The head to send to the client for the container's ``resp``, re-framed as ``framing``."""
+    reason = resp.reason or _reason(resp.status)
+    out = [b"HTTP/1.1 %d " % resp.status, reason, b"\r\n"]
+    drop = HOP_BY_HOP
+    conn_value = resp.header(b"connection")
+    if conn_value:
+        drop = drop | {t.strip().lower() for t in conn_value.split(b",")}
+    had_length = False
+    for name, value in resp.headers:
+        lname = name.lower()
+        if lname in drop:
+            had_length = had_length or lname == b"content-length"
+            continue
+        if lname == b"set-cookie" and value.lstrip()[:5].lower() == b"linx_":
+            continue
+        out += (name, b": ", value, b"\r\n")
+    out += extra
+    if upgrade:
+        out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    elif framing == Framing.LENGTH:
+        out.append(b"Content-Length: %d\r\n" % resp.content_length)
+    elif framing == Framing.CHUNKED:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    elif had_length and resp.status >= 200 and resp.status != 204:
+        # HEAD and 304 answers keep the length the full response would have had.
+        out.append(b"Content-Length: %d\r\n" % resp.content_length)
+    if not upgrade and not keep_alive:
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def informational_head(resp: ResponseHead) -> bytes:
+    out = [b"HTTP/1.1 %d " % resp.status, resp.reason or _reason(resp.status), b"\r\n"]
+    for name, value in resp.headers:
+        if name.lower() not in HOP_BY_HOP:
+            out += (name, b": ", value, b"\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _reason(status: int) -> bytes:
+    try:
+        return HTTPStatus(status).phrase.encode()
+    except ValueError:
+        return b"Unknown"
+
+
+def prefers_html(accept: bytes | None) -> bool:
+    """A browser (Accept naming text/html before any JSON) gets HTML error pages."""
+    if not accept:
+        return False
+    accept = accept.lower()
+    html_at = accept.find(b"text/html")
+    json_at = accept.find(b"application/json")
+    return html_at >= 0 and (json_at < 0 or html_at < json_at)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    html_body: bool = False,
+    keep_alive: bool = True,
+    head_only: bool = False,
+    origin: bytes | None = None,
+    extra: list[bytes] | None = None,
+) -> bytes:
+    """An answer the proxy makes itself: ``X-Linx-Error``, JSON (or HTML) body, never cached."""
+    if html_body:
+        body = (
+            f"<!doctype html><html><head><meta charset=utf-8><title>{status} {code}</title></head>"
+            f"<body><h1>{status} {html.escape(_reason(status).decode())}</h1>"
+            f"<p>{html.escape(message)}</p><p><code>X-Linx-Error: {code}</code></p></body></html>\n"
+        )
+        ctype = b"text/html; charset=utf-8"
+    else:
+        body = json.dumps({"error": {"code": code, "message": message}}) + "\n"
+        ctype = b"application/json"
+    body_bytes = body.encode()
+    out = [
+        b"HTTP/1.1 %d " % status,
+        _reason(status),
+        b"\r\n",
+        b"Content-Type: ",
+        ctype,
+        b"\r\n",
+        b"Content-Length: %d\r\n" % len(body_bytes),
+        b"X-Linx-Error: ",
+        code.encode(),
+        b"\r\n",
+        b"Cache-Control: no-store\r\n",
+    ]
+    if status == 503:
+        out.append(b"Retry-After: 5\r\n")
+    if origin is not None:
+        out += (b"Access-Control-Allow-Origin: ", origin, b"\r\nVary: Origin\r\n")
+    if extra:
+        out += extra
+    if not keep_alive:
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    if not head_only:
+        out.append(body_bytes)
+    return b"".join(out)
+
+
+def redirect_response(
+    status: int, location: bytes, *, keep_alive: bool, extra: list[bytes] | None = None
+) -> bytes:
+    out = [
+        b"HTTP/1.1 %d " % status,
+        _reason(status),
+        b"\r\n",
+        b"Location: ",
+        location,
+        b"\r\n",
+        b"Content-Length: 0\r\n",
+        b"Cache-Control: no-store\r\n",
+    ]
+    if extra:
+        out += extra
+    if not keep_alive:
+        out.append(b"Connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def token_cookie(name: bytes, token: str, *, path: bytes, secure: bool, max_age: int | None) -> bytes:
+    """The ``Set-Cookie`` header line carrying a service's token to the browser."""
+    parts = [b"Set-Cookie: ", name, b"=", token.encode(), b"; Path=", path, b"; HttpOnly; SameSite=Lax"]
+    if secure:
+        parts.append(b"; Secure")
+    if max_age is not None:
+        parts.append(b"; Max-Age=%d" % max(0, max_age))
+    parts.append(b"\r\n")
+    return b"".join(parts)

@@ -1,0 +1,391 @@
+"""Strict HTTP/1.x message heads and body framing: pure parsing, no I/O.
+
+Heads are parsed by llhttp (``httptools``), chosen over Twisted's parser by measurement
+(``bench/parser_compare.py``), plus a validation layer of ours for what llhttp lets through or
+what a proxy must refuse although a server may accept it: bare LF or CR, obs-fold, a request
+line without a version, absolute-form and asterisk targets, a missing or repeated ``Host``,
+repeated ``Content-Length`` (even equal), ``Content-Length`` with ``Transfer-Encoding``, any
+transfer coding but a lone ``chunked``. A proxy that agrees with every upstream about where a
+message ends is one that accepts only messages with a single reading.
+
+Bodies are framed by our own small state machines (``ChunkedDecoder``), so the proxy always
+knows exactly where a message ends and re-frames it canonically for the next hop.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+CRLF = b"\r\n"
+HEAD_END = b"\r\n\r\n"
+_VERSIONS = {b"HTTP/1.1": (1, 1), b"HTTP/1.0": (1, 0)}
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+MAX_CHUNK_LINE = 4096
+
+
+class HeadError(Exception):
+    """The message cannot be relayed. ``status`` is what the proxy answers (400, 431, 502)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Collector:
+    __slots__ = ("headers",)
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+
+def _check_line_endings(head: bytes, status: int) -> None:
+    crlf = head.count(CRLF)
+    if head.count(b"\n") != crlf:
+        raise HeadError(status, "bare_lf", "line feed without carriage return in the message head")
+    if head.count(b"\r") != crlf:
+        raise HeadError(status, "bare_cr", "carriage return without line feed in the message head")
+    if b"\r\n " in head or b"\r\n\t" in head:
+        raise HeadError(status, "obs_fold", "folded header lines (obs-fold) are not accepted")
+
+
+class Framing:
+    """How a message's body is delimited."""
+
+    NONE = 0  # no body
+    LENGTH = 1  # Content-Length bytes
+    CHUNKED = 2  # chunked transfer coding
+    CLOSE = 3  # until the connection closes (responses only)
+
+
+class RequestHead:
+    """A validated request head. ``headers`` keep their received order and case."""
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "host",
+        "framing",
+        "content_length",
+        "keep_alive",
+        "upgrade",
+        "connection_tokens",
+        "expect_continue",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.version = (1, 1)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.host = b""
+        self.framing = Framing.NONE
+        self.content_length = 0
+        self.keep_alive = True
+        self.upgrade: bytes | None = None  # lower-cased protocol when Connection: upgrade
+        self.connection_tokens: frozenset[bytes] = frozenset()
+        self.expect_continue = False
+
+    def header(self, lower_name: bytes) -> bytes | None:
+        """The first value of a header (names compared case-insensitively)."""
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+    @property
+    def has_body(self) -> bool:
+        return self.framing == Framing.CHUNKED or (self.framing == Framing.LENGTH and self.content_length > 0)
+
+
+def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
+    """Parse ``head`` (ending in CRLF CRLF). Raise HeadError(400 or 431) on anything doubtful."""
+    _check_line_endings(head, 400)
+    line_end = head.find(CRLF)
+    parts = head[:line_end].split(b" ")
+    if len(parts) != 3:
+        raise HeadError(400, "bad_request_line", "the request line must be: METHOD target HTTP/1.x")
+    method, target, version_text = parts
+    version = _VERSIONS.get(version_text)
+    if version is None:
+        raise HeadError(400, "unsupported_version", "only HTTP/1.0 and HTTP/1.1 are supported")
+    if not method or not _TCHAR.issuperset(method):
+        raise HeadError(400, "bad_method", "the method is not a token")
+    if not target.startswith(b"/"):
+        raise HeadError(400, "bad_request_target", "only origin-form request targets are accepted")
+    if head.count(CRLF) - 2 > max_headers:
+        raise HeadError(431, "too_many_headers", f"more than {max_headers} header fields")
+
+    collector = _Collector()
+    parser = httptools.HttpRequestParser(collector)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # llhttp stops at an upgrade; the head itself was parsed completely
+    except httptools.HttpParserError as exc:
+        raise HeadError(400, "malformed_head", f"malformed request head: {exc}")
+
+    req = RequestHead()
+    req.method = method
+    req.target = target
+    req.version = version
+    req.headers = collector.headers
+    hosts = 0
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: set[bytes] = set()
+    upgrade_value = None
+    for name, value in collector.headers:
+        lname = name.lower()
+        if lname == b"host":
+            hosts += 1
+            req.host = value
+        elif lname == b"content-length":
+            lengths.append(value)
+        elif lname == b"transfer-encoding":
+            codings.append(value)
+        elif lname == b"connection":
+            connection.update(t.strip().lower() for t in value.split(b","))
+        elif lname == b"upgrade":
+            upgrade_value = value.strip().lower()
+        elif lname == b"expect":
+            req.expect_continue = value.strip().lower() == b"100-continue"
+    if hosts != 1:
+        raise HeadError(
+            400, "bad_host", "exactly one Host header is required" if hosts else "missing Host header"
+        )
+    if not req.host or not _valid_host(req.host):
+        raise HeadError(400, "bad_host", "the Host header is not a valid host[:port]")
+    if codings:
+        if lengths:
+            raise HeadError(400, "ambiguous_framing", "both Content-Length and Transfer-Encoding")
+        if version == (1, 0):
+            raise HeadError(400, "bad_transfer_encoding", "Transfer-Encoding in an HTTP/1.0 request")
+        if len(codings) != 1 or codings[0].strip().lower() != b"chunked":
+            raise HeadError(
+                400, "bad_transfer_encoding", "only a single 'chunked' transfer coding is accepted"
+            )
+        req.framing = Framing.CHUNKED
+    elif lengths:
+        if len(lengths) != 1:
+            raise HeadError(400, "ambiguous_framing", "more than one Content-Length header")
+        req.content_length = _parse_length(lengths[0], 400)
+        req.framing = Framing.LENGTH
+    req.connection_tokens = frozenset(connection)
+    if version == (1, 1):
+        req.keep_alive = b"close" not in connection
+    else:
+        req.keep_alive = b"keep-alive" in connection
+    if b"upgrade" in connection and upgrade_value:
+        req.upgrade = upgrade_value
+    return req
+
+
+def _valid_host(host: bytes) -> bool:
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        if end < 0:
+            return False
+        rest = host[end + 1 :]
+        return not rest or (rest[:1] == b":" and rest[1:].isdigit())
+    name, _, port = host.partition(b":")
+    if port and not port.isdigit():
+        return False
+    return bool(name) and all(c in _HOSTCHARS for c in name)
+
+
+_HOSTCHARS = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=%")
+
+
+def _parse_length(value: bytes, status: int) -> int:
+    value = value.strip()
+    if not value.isdigit() or len(value) > 18:
+        raise HeadError(status, "bad_content_length", "Content-Length is not a decimal number")
+    return int(value)
+
+
+class ResponseHead:
+    __slots__ = ("status", "reason", "version", "headers", "framing", "content_length", "keep_alive")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.reason = b""
+        self.version = (1, 1)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.framing = Framing.NONE
+        self.content_length = 0
+        self.keep_alive = True
+
+    def header(self, lower_name: bytes) -> bytes | None:
+        for name, value in self.headers:
+            if name.lower() == lower_name:
+                return value
+        return None
+
+
+def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
+    """Parse an upstream response head; any doubt is a HeadError(502)."""
+    _check_line_endings(head, 502)
+    line_end = head.find(CRLF)
+    version_text, _, rest = head[:line_end].partition(b" ")
+    status_text, _, reason = rest.partition(b" ")
+    version = _VERSIONS.get(version_text)
+    if version is None or len(status_text) != 3 or not status_text.isdigit():
+        raise HeadError(502, "bad_upstream_response", "the container sent an invalid status line")
+    collector = _Collector()
+    parser = httptools.HttpResponseParser(collector)
+    try:
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass
+    except httptools.HttpParserError as exc:
+        raise HeadError(502, "bad_upstream_response", f"invalid response head from the container: {exc}")
+    resp = ResponseHead()
+    resp.status = int(status_text)
+    resp.reason = reason
+    resp.version = version
+    resp.headers = collector.headers
+    lengths: list[bytes] = []
+    codings: list[bytes] = []
+    connection: set[bytes] = set()
+    for name, value in collector.headers:
+        lname = name.lower()
+        if lname == b"content-length":
+            lengths.append(value)
+        elif lname == b"transfer-encoding":
+            codings.append(value)
+        elif lname == b"connection":
+            connection.update(t.strip().lower() for t in value.split(b","))
+    resp.keep_alive = (b"close" not in connection) if version == (1, 1) else (b"keep-alive" in connection)
+    bodiless = request_method == b"HEAD" or resp.status < 200 or resp.status in (204, 304)
+    if codings:
+        if lengths:
+            raise HeadError(502, "bad_upstream_response", "both Content-Length and Transfer-Encoding")
+        if len(codings) != 1 or codings[0].strip().lower() != b"chunked":
+            raise HeadError(502, "bad_upstream_response", "unsupported transfer coding from the container")
+        resp.framing = Framing.NONE if bodiless else Framing.CHUNKED
+    elif lengths:
+        if len(lengths) != 1 and len(set(v.strip() for v in lengths)) != 1:
+            raise HeadError(502, "bad_upstream_response", "conflicting Content-Length headers")
+        resp.content_length = _parse_length(lengths[0], 502)
+        resp.framing = Framing.NONE if bodiless else Framing.LENGTH
+    else:
+        resp.framing = Framing.NONE if bodiless else Framing.CLOSE
+        if resp.framing == Framing.CLOSE:
+            resp.keep_alive = False
+    return resp
+
+
+class ChunkedDecoder:
+    """Incremental, strict decoder of a chunked body.
+
+    ``feed(data)`` returns ``(pieces, rest)``: the decoded payload pieces found so far and, once
+    the body (with its trailer section) has ended, the bytes after it (else None). Trailer
+    fields are validated and dropped. Raises HeadError(status) on any malformed framing.
+    """
+
+    __slots__ = ("status", "_state", "_remaining", "_line", "_trailer_bytes", "max_trailer")
+
+    _SIZE, _DATA, _DATA_CRLF, _TRAILER, _DONE = range(5)
+
+    def __init__(self, status: int = 400, max_trailer: int = 32768) -> None:
+        self.status = status
+        self._state = self._SIZE
+        self._remaining = 0
+        self._line = b""
+        self._trailer_bytes = 0
+        self.max_trailer = max_trailer
+
+    @property
+    def done(self) -> bool:
+        return self._state == self._DONE
+
+    def _fail(self, message: str) -> HeadError:
+        return HeadError(self.status, "bad_chunked_body", message)
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        pieces: list[bytes] = []
+        pos = 0
+        n = len(data)
+        while pos < n:
+            state = self._state
+            if state == self._DATA:
+                take = min(self._remaining, n - pos)
+                pieces.append(data[pos : pos + take] if (pos or take != n) else data)
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = self._DATA_CRLF
+                continue
+            # line-oriented states: size line, CRLF after data, trailer lines
+            end = data.find(b"\n", pos)
+            if end < 0:
+                self._line += data[pos:]
+                if len(self._line) > MAX_CHUNK_LINE:
+                    raise self._fail("chunk line too long")
+                pos = n
+                break
+            line = self._line + data[pos : end + 1]
+            self._line = b""
+            pos = end + 1
+            if len(line) > MAX_CHUNK_LINE:
+                raise self._fail("chunk line too long")
+            if not line.endswith(CRLF) or b"\r" in line[:-2]:
+                raise self._fail("chunk lines must end with CRLF")
+            line = line[:-2]
+            if state == self._DATA_CRLF:
+                if line:
+                    raise self._fail("chunk data longer than its size")
+                self._state = self._SIZE
+            elif state == self._SIZE:
+                size_text, _, ext = line.partition(b";")
+                if not size_text or len(size_text) > 15 or not _HEX.issuperset(size_text):
+                    raise self._fail("invalid chunk size")
+                if ext and not _valid_chunk_ext(ext):
+                    raise self._fail("invalid chunk extension")
+                size = int(size_text, 16)
+                if size == 0:
+                    self._state = self._TRAILER
+                else:
+                    self._remaining = size
+                    self._state = self._DATA
+            elif state == self._TRAILER:
+                if not line:
+                    self._state = self._DONE
+                    return pieces, data[pos:]
+                self._trailer_bytes += len(line) + 2
+                name, colon, _value = line.partition(b":")
+                if (
+                    not colon
+                    or not name
+                    or not _TCHAR.issuperset(name)
+                    or self._trailer_bytes > self.max_trailer
+                ):
+                    raise self._fail("invalid trailer field")
+        if self._state == self._DONE:
+            return pieces, data[pos:]
+        return pieces, None
+
+
+_EXTCHARS = _TCHAR | frozenset(b' \t=";\\/:?@[]{}(),<>')
+
+
+def _valid_chunk_ext(ext: bytes) -> bool:
+    # chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS value ] ): we only insist on visible ASCII
+    # without CTLs; extensions are never forwarded (the body is re-framed).
+    return _EXTCHARS.issuperset(ext)
+
+
+def encode_chunk(piece: bytes) -> list[bytes]:
+    """Canonical chunked framing of one non-empty payload piece."""
+    return [b"%x\r\n" % len(piece), piece, CRLF]
+
+
+LAST_CHUNK = b"0\r\n\r\n"

@@ -1,0 +1,912 @@
+"""The relay: client connections, upstream connections, and the splice between them.
+
+A client connection lives through explicit states::
+
+    HEAD     buffering a request head (the only thing ever buffered, bounded by the 431 limit)
+    RELAY    one request in flight: its body streams to the container, the response back
+    TUNNEL   after a container's real 101: bytes spliced both ways until either side closes
+    CLOSED
+
+Bodies are never held: each transport is registered as the other's producer, so a slow reader
+on one side stops reads on the other (back-pressure both ways, as Twisted's portforward does).
+Upstream connections are pooled per target and reused with keep-alive.
+
+Everything here runs on the reactor thread; time comes from the reactor passed in.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from twisted.internet import error as neterror
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+from dataplane import access, forwarding
+from dataplane.http_head import (
+    HEAD_END,
+    LAST_CHUNK,
+    ChunkedDecoder,
+    Framing,
+    HeadError,
+    RequestHead,
+    ResponseHead,
+    encode_chunk,
+    parse_request_head,
+    parse_response_head,
+)
+from shared import ids
+
+if TYPE_CHECKING:
+    from dataplane.service import ProxyContext
+
+log = Logger()
+
+HEAD, RELAY, TUNNEL, CLOSED = range(4)
+MAX_RESPONSE_HEAD = 65536
+LINX_PREFIX = b"/linx/"
+
+
+class ClientConnection(protocol.Protocol):
+    """One end-user connection. Thin: parsing and decisions are delegated to pure modules."""
+
+    def __init__(self, ctx: ProxyContext, scheme: bytes) -> None:
+        self.ctx = ctx
+        self.scheme = scheme
+        self.state = HEAD
+        self.buf = b""
+        self.timer = None
+        self.head_started = False
+        self.peer_ip = b""
+        self.trusted = False
+        # the exchange in flight
+        self.req: RequestHead | None = None
+        self.route = None
+        self.kid: str | None = None
+        self.upstream: UpstreamConnection | None = None
+        self.body_decoder: ChunkedDecoder | None = None
+        self.body_remaining = 0
+        self.receiving_body = False
+        self.pending_body: list[bytes] = []
+        self.keep_alive = True
+        self.response_started = False
+        self.out_framing = Framing.NONE
+        self.extra_headers: list[bytes] = []
+        self.request_started_at = 0.0
+        self.retried = False
+        self.registered_sid: str | None = None
+        self.status = 0
+        self.in_tunnel = False
+        self.websocket = False
+        self.upstream_head = b""
+
+    # ------------------------------------------------------------------ connection life
+    def connectionMade(self) -> None:
+        ctx = self.ctx
+        ctx.open_connections += 1
+        ctx.live_connections.add(self)
+        ctx.metrics.open_connections.inc()
+        peer = self.transport.getPeer()
+        host = getattr(peer, "host", "127.0.0.1")
+        self.peer_ip = host.encode()
+        if ctx.config.trusted_proxies:
+            try:
+                addr = ipaddress.ip_address(host)
+                self.trusted = any(addr in net for net in ctx.config.trusted_proxies)
+            except ValueError:
+                self.trusted = False
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        self._set_timer(ctx.config.head_timeout, self._head_timeout)
+
+    def connectionLost(self, reason=None) -> None:
+        self.state = CLOSED
+        if self.in_tunnel:
+            self.in_tunnel = False
+            self.ctx.metrics.websockets.dec()
+        self._cancel_timer()
+        ctx = self.ctx
+        ctx.open_connections -= 1
+        ctx.live_connections.discard(self)
+        ctx.metrics.open_connections.dec()
+        ctx.registry.unregister(self)
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.client_gone()
+
+    def _set_timer(self, delay: float, fn) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = self.ctx.reactor.callLater(delay, fn)
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
+
+    def _head_timeout(self) -> None:
+        self.timer = None
+        if self.state != HEAD:
+            return
+        if self.buf:
+            self._fail(408, "head_timeout", "the request head did not arrive in time")
+        else:
+            self.transport.loseConnection()
+
+    def _idle_timeout(self) -> None:
+        self.timer = None
+        if self.state == HEAD and not self.buf:
+            self.transport.loseConnection()
+
+    def revoke(self) -> None:
+        """Close now: the service (or the key) this connection relies on was revoked."""
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.client_gone()
+        self.transport.abortConnection()
+
+    # --------------------------------------------------------------------- reading
+    def dataReceived(self, data: bytes) -> None:
+        state = self.state
+        if state == TUNNEL:
+            self.upstream.transport.write(data)
+            return
+        if state == RELAY and self.receiving_body:
+            self._body_data(data)
+            return
+        if state == CLOSED:
+            return
+        self.buf += data
+        if state == RELAY:
+            # Pipelined bytes while a response is in flight: hold at most one head's worth.
+            if len(self.buf) > self.ctx.config.max_head_bytes:
+                self.transport.pauseProducing()
+            return
+        self._read_head()
+
+    def _read_head(self) -> None:
+        buf = self.buf
+        if buf[:2] == b"\r\n":
+            # RFC 9112 2.2: ignore empty lines before a request line (after a body's CRLF).
+            buf = self.buf = buf.lstrip(b"\r\n")
+            if not buf:
+                return
+        if not self.head_started:
+            self.head_started = True
+            self._set_timer(self.ctx.config.head_timeout, self._head_timeout)
+        end = buf.find(HEAD_END)
+        limit = self.ctx.config.max_head_bytes
+        if end < 0:
+            if len(buf) > limit:
+                self._fail(431, "head_too_large", f"the request head exceeds {limit} bytes")
+            return
+        if end + 4 > limit:
+            self._fail(431, "head_too_large", f"the request head exceeds {limit} bytes")
+            return
+        head = buf[: end + 4]
+        self.buf = buf[end + 4 :]
+        self._cancel_timer()
+        self.head_started = False
+        try:
+            req = parse_request_head(head, self.ctx.config.max_headers)
+        except HeadError as exc:
+            self._fail(exc.status, exc.code, exc.message)
+            return
+        self._handle(req)
+
+    def _fail(self, status: int, code: str, message: str) -> None:
+        """Answer a malformed request and close: nothing after it can be trusted."""
+        self.ctx.metrics.count_request("", status)
+        self.transport.write(forwarding.error_response(status, code, message, keep_alive=False))
+        self.state = CLOSED
+        self.transport.loseConnection()
+
+    # -------------------------------------------------------------------- routing
+    def _handle(self, req: RequestHead) -> None:
+        ctx = self.ctx
+        now = ctx.reactor.seconds()
+        self.request_started_at = now
+        self.req = req
+        self.status = 0
+        target = req.target
+        qpos = target.find(b"?")
+        path, query = (target, b"") if qpos < 0 else (target[:qpos], target[qpos + 1 :])
+        route = None
+        prefix: bytes | None = None
+        suffix = ctx.host_suffix
+        hostname = _hostname(req.host) if suffix is not None else b""
+        if suffix is not None and hostname.endswith(suffix):
+            label = hostname[: -len(suffix)]
+            sid = ids.service_id_from_label(label.decode("ascii")) if b"." not in label else None
+            route = ctx.table.get(sid) if sid else None
+            if route is not None and not route.host_routed:
+                route = None
+            upstream_path = path
+        elif path.startswith(LINX_PREFIX):
+            sid_end = path.find(b"/", 6)
+            sid_bytes = path[6:] if sid_end < 0 else path[6:sid_end]
+            sid = sid_bytes.decode("ascii", "replace")
+            route = ctx.table.get(sid)
+            if route is not None and route.host_routed:
+                route = None
+            if route is not None and sid_end < 0:
+                location = path + b"/" + (b"?" + query if qpos >= 0 else b"")
+                self._local(
+                    forwarding.redirect_response(308, location, keep_alive=self._can_keep(req)), 308, sid
+                )
+                return
+            upstream_path = b"/" if sid_end < 0 else path[sid_end:]
+            prefix = path[:sid_end] if sid_end >= 0 else path
+        else:
+            self._deny(access.Denial(404, "not_found", "no service at this address"), req, "")
+            return
+
+        websocket = req.upgrade == b"websocket"
+        origin = req.header(b"origin")
+        preflight = (
+            req.method == b"OPTIONS"
+            and origin is not None
+            and req.header(b"access-control-request-method") is not None
+        )
+        query_tokens, kept_query = access.split_query(query)
+        cookie_headers = [v for n, v in req.headers if n.lower() == b"cookie"]
+        if route is not None:
+            header_tokens = [v.strip() for n, v in req.headers if n.lower() == access.TOKEN_HEADER]
+            cookie_tokens, cookies = access.cookie_token(cookie_headers, route.cookie_name)
+            sub_tokens = forwarding.token_subprotocols(req) if websocket else []
+            creds = access.pick_credentials(query_tokens, header_tokens, cookie_tokens, sub_tokens)
+        else:
+            cookies = cookie_headers
+            creds = access.NO_CREDENTIALS
+        same_origin = True
+        if websocket and origin is not None:
+            same_origin = _origin_host(origin) == req.host.lower()
+        elif websocket:
+            same_origin = False
+        decision = access.decide(
+            route,
+            creds,
+            now,
+            fresh=ctx.sync_fresh(),
+            websocket=websocket,
+            preflight=preflight,
+            same_origin=same_origin,
+        )
+        sid = route.service_id if route is not None else ""
+        if isinstance(decision, access.Denial):
+            ctx.registry.unregister(self)
+            self._deny(decision, req, sid)
+            return
+        self.route = route
+        self.kid = decision.kid
+        ctx.registry.register(self, sid)
+        self.extra_headers = []
+        if decision.source == "query":
+            cookie = self._token_cookie(route, decision, now)
+            if req.method == b"GET" and _is_navigation(req):
+                location = path + (b"?" + kept_query if kept_query else b"")
+                self._local(
+                    forwarding.redirect_response(
+                        303,
+                        location,
+                        keep_alive=self._can_keep(req),
+                        extra=[cookie, b"Referrer-Policy: no-referrer\r\n"],
+                    ),
+                    303,
+                    sid,
+                )
+                return
+            self.extra_headers.append(cookie)
+        upstream_target = upstream_path + (b"?" + kept_query if kept_query else b"")
+        head = forwarding.upstream_request_head(
+            req,
+            upstream_target,
+            cookies=cookies,
+            client_ip=self.peer_ip,
+            scheme=self.scheme,
+            prefix=prefix,
+            trusted=self.trusted,
+            websocket=websocket,
+        )
+        self._start_relay(route, req, head, websocket)
+
+    def _token_cookie(self, route, decision: access.Grant, now: float) -> bytes:
+        key = route.keys.get(decision.kid)
+        ends = [t for t in (route.expires_at, key.expires_at if key else None) if t is not None]
+        max_age = int(min(ends) - now) if ends else None
+        path = b"/" if route.host_routed else route.prefix + b"/"
+        return forwarding.token_cookie(
+            route.cookie_name,
+            decision.token,
+            path=path,
+            secure=self.scheme == b"https",
+            max_age=max_age,
+        )
+
+    def _can_keep(self, req: RequestHead) -> bool:
+        return req.keep_alive and not req.has_body
+
+    def _deny(self, denial: access.Denial, req: RequestHead, sid: str) -> None:
+        origin = req.header(b"origin")
+        keep = self._can_keep(req)
+        data = forwarding.error_response(
+            denial.status,
+            denial.code,
+            denial.message,
+            html_body=forwarding.prefers_html(req.header(b"accept")),
+            keep_alive=keep,
+            head_only=req.method == b"HEAD",
+            origin=origin,
+        )
+        self._local(data, denial.status, sid)
+
+    def _local(self, data: bytes, status: int, sid: str) -> None:
+        """Send an answer of the proxy's own, then read the next request or close."""
+        req = self.req
+        self.ctx.metrics.count_request(sid, status)
+        self.transport.write(data)
+        if self._can_keep(req):
+            self._next_request()
+        else:
+            self.state = CLOSED
+            self.transport.loseConnection()
+
+    # --------------------------------------------------------------------- relaying
+    def _start_relay(self, route, req: RequestHead, head: bytes, websocket: bool) -> None:
+        self.state = RELAY
+        self.response_started = False
+        self.retried = False
+        self.upstream_head = head
+        self.websocket = websocket
+        # Read no body bytes until the container is connected (they would have nowhere to go).
+        self.transport.pauseProducing()
+        leftover, self.buf = self.buf, b""
+        self.pending_body = []
+        self.receiving_body = req.has_body
+        if req.framing == Framing.CHUNKED:
+            self.body_decoder = ChunkedDecoder(400, self.ctx.config.max_head_bytes)
+        elif req.framing == Framing.LENGTH:
+            self.body_remaining = req.content_length
+        if leftover:
+            if self.receiving_body:
+                self._body_data(leftover)
+            else:
+                self.buf = leftover
+        self.ctx.pool.acquire(route.target, self, fresh=websocket)
+
+    def upstream_ready(self, up: UpstreamConnection) -> None:
+        """Called by the pool with a connected upstream (new or reused)."""
+        if self.state != RELAY:
+            up.release(reusable=False)
+            return
+        self.upstream = up
+        self.ctx.prober.observed(self.route, True)
+        up.transport.write(self.upstream_head)
+        if self.pending_body:
+            up.transport.writeSequence(self.pending_body)
+            self.pending_body = []
+        # Back-pressure both ways: a full write buffer on one side pauses reads on the other.
+        up.transport.registerProducer(self.transport, True)
+        self.transport.registerProducer(up.transport, True)
+        up.expect_response(self.req.method, self.ctx.config.response_timeout)
+        self.transport.resumeProducing()
+
+    def upstream_failed(self, reason) -> None:
+        """The connect failed (refused, unreachable or timed out)."""
+        if self.state != RELAY:
+            return
+        self.ctx.prober.observed(self.route, False)
+        timed_out = reason is not None and reason.check(neterror.TimeoutError)
+        self._relay_error(
+            503,
+            "target_connect_timeout" if timed_out else "target_connect_failed",
+            "the container did not accept the connection in time"
+            if timed_out
+            else "the container refused the connection",
+        )
+
+    def _body_data(self, data: bytes) -> None:
+        up = self.upstream
+        if self.body_decoder is not None:
+            try:
+                pieces, rest = self.body_decoder.feed(data)
+            except HeadError as exc:
+                self._relay_error(exc.status, exc.code, exc.message, close_client=True)
+                return
+            out = []
+            for piece in pieces:
+                if piece:
+                    out += encode_chunk(piece)
+            if rest is not None:
+                out.append(LAST_CHUNK)
+                self.body_decoder = None
+                self.receiving_body = False
+                self.buf = rest
+            if out:
+                if up is not None:
+                    up.transport.writeSequence(out)
+                else:
+                    self.pending_body += out
+        else:
+            remaining = self.body_remaining
+            if len(data) >= remaining:
+                piece, self.buf = data[:remaining], data[remaining:]
+                self.body_remaining = 0
+                self.receiving_body = False
+            else:
+                piece = data
+                self.body_remaining = remaining - len(data)
+            if piece:
+                if up is not None:
+                    up.transport.write(piece)
+                else:
+                    self.pending_body.append(piece)
+        if not self.receiving_body and self.buf and len(self.buf) > self.ctx.config.max_head_bytes:
+            self.transport.pauseProducing()
+
+    # called by UpstreamConnection
+    def response_head(self, resp: ResponseHead, upstream: UpstreamConnection) -> bool:
+        """Start the client's response. Returns False if the exchange was ended instead."""
+        req = self.req
+        if resp.status == 101:
+            if not self.websocket or not _valid_accept(req, resp):
+                self._relay_error(502, "bad_upgrade", "the container's WebSocket handshake is invalid")
+                return False
+            self.transport.write(
+                forwarding.client_response_head(
+                    resp, framing=Framing.NONE, keep_alive=True, extra=self.extra_headers, upgrade=True
+                )
+            )
+            self.status = 101
+            self._count(101)
+            self.state = TUNNEL
+            self.in_tunnel = True
+            self.ctx.metrics.websockets.inc()
+            if self.buf:
+                upstream.transport.write(self.buf)
+                self.buf = b""
+            return True
+        self.response_started = True
+        self.status = resp.status
+        framing = resp.framing
+        client_11 = req.version == (1, 1)
+        if framing in (Framing.CHUNKED, Framing.CLOSE):
+            framing = Framing.CHUNKED if client_11 else Framing.CLOSE
+        self.out_framing = framing
+        self.keep_alive = req.keep_alive and framing != Framing.CLOSE
+        self.transport.write(
+            forwarding.client_response_head(
+                resp, framing=framing, keep_alive=self.keep_alive, extra=self.extra_headers
+            )
+        )
+        return True
+
+    def informational(self, data: bytes) -> None:
+        if self.req.version == (1, 1):
+            self.transport.write(data)
+
+    def response_body(self, pieces: list[bytes]) -> None:
+        if self.out_framing == Framing.CHUNKED:
+            out = []
+            for piece in pieces:
+                if piece:
+                    out += encode_chunk(piece)
+            if out:
+                self.transport.writeSequence(out)
+        elif len(pieces) == 1:
+            self.transport.write(pieces[0])
+        else:
+            self.transport.writeSequence(pieces)
+
+    def response_done(self, upstream_reusable: bool) -> None:
+        """The whole response has been relayed."""
+        if self.out_framing == Framing.CHUNKED:
+            self.transport.write(LAST_CHUNK)
+        self._count(self.status)
+        up = self.upstream
+        self.upstream = None
+        finished_request = not self.receiving_body
+        self.transport.unregisterProducer()
+        if up is not None:
+            up.transport.unregisterProducer()
+            up.release(reusable=upstream_reusable and finished_request)
+        if self.keep_alive and finished_request and self.state == RELAY:
+            self._next_request()
+        else:
+            self.state = CLOSED
+            self.transport.loseConnection()
+
+    def upstream_lost(self, before_response: bool, reused: bool) -> None:
+        """The container's connection broke during the exchange."""
+        if self.state == TUNNEL:
+            self.upstream = None
+            self.state = CLOSED
+            self.transport.loseConnection()
+            return
+        if self.state != RELAY:
+            return
+        self.upstream = None
+        if before_response:
+            # A reused keep-alive connection may have been closed by the container just as we
+            # sent: retry once on a new one, but only if no body byte has gone out.
+            if reused and not self.retried and not self.req.has_body:
+                self.retried = True
+                self.transport.unregisterProducer()
+                self.transport.pauseProducing()
+                self.ctx.pool.acquire(self.route.target, self, fresh=True)
+                return
+            self._relay_error(
+                502, "upstream_closed", "the container closed the connection without a response"
+            )
+            return
+        # Mid-body: make the truncation unmistakable to the client.
+        self._count(self.status)
+        self.state = CLOSED
+        self.transport.abortConnection()
+
+    def upstream_bad_response(self, exc: HeadError) -> None:
+        self._relay_error(exc.status, exc.code, exc.message)
+
+    def upstream_timeout(self) -> None:
+        self._relay_error(504, "upstream_timeout", "the container did not answer in time")
+
+    def _relay_error(self, status: int, code: str, message: str, close_client: bool = False) -> None:
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.transport.unregisterProducer()
+            up.release(reusable=False)
+        try:
+            self.transport.unregisterProducer()
+        except RuntimeError:
+            pass
+        if self.response_started:
+            self._count(self.status)
+            self.state = CLOSED
+            self.transport.abortConnection()
+            return
+        req = self.req
+        keep = self._can_keep(req) and not close_client and not self.receiving_body
+        data = forwarding.error_response(
+            status,
+            code,
+            message,
+            html_body=forwarding.prefers_html(req.header(b"accept")),
+            keep_alive=keep,
+            head_only=req.method == b"HEAD",
+            origin=req.header(b"origin"),
+        )
+        self._count(status)
+        self.transport.write(data)
+        if keep:
+            self._next_request()
+        else:
+            self.state = CLOSED
+            self.transport.loseConnection()
+
+    def _count(self, status: int) -> None:
+        ctx = self.ctx
+        ctx.metrics.count_request(self.route.service_id if self.route else "", status)
+        ctx.metrics.latency.observe(ctx.reactor.seconds() - self.request_started_at)
+
+    def _next_request(self) -> None:
+        self.state = HEAD
+        self.req = None
+        self.body_decoder = None
+        self.receiving_body = False
+        self.transport.resumeProducing()
+        if self.buf:
+            self._read_head()
+        else:
+            self._set_timer(self.ctx.config.idle_timeout, self._idle_timeout)
+
+
+def _hostname(host: bytes) -> bytes:
+    """``Host`` without its port, lower-cased."""
+    host = host.lower()
+    if host.startswith(b"["):
+        return host[: host.find(b"]") + 1]
+    return host.partition(b":")[0]
+
+
+def _is_navigation(req: RequestHead) -> bool:
+    mode = req.header(b"sec-fetch-mode")
+    if mode is not None:
+        return mode.strip().lower() == b"navigate"
+    accept = req.header(b"accept")
+    return accept is not None and b"text/html" in accept.lower()
+
+
+def _origin_host(origin: bytes) -> bytes:
+    rest = origin.partition(b"://")[2]
+    return rest.rstrip(b"/").lower()
+
+
+def _valid_accept(req: RequestHead, resp: ResponseHead) -> bool:
+    key = req.header(b"sec-websocket-key")
+    got = resp.header(b"sec-websocket-accept")
+    return key is not None and got is not None and got.strip() == forwarding.websocket_accept(key)
+
+
+class UpstreamConnection(protocol.Protocol):
+    """A connection to a container. Lent to one client exchange at a time by the pool."""
+
+    def __init__(self, pool: UpstreamPool, target: tuple[str, int]) -> None:
+        self.pool = pool
+        self.target = target
+        self.client: ClientConnection | None = None
+        self.buf = b""
+        self.resp: ResponseHead | None = None
+        self.method = b"GET"
+        self.framing = Framing.NONE
+        self.remaining = 0
+        self.decoder: ChunkedDecoder | None = None
+        self.timer = None
+        self.idle_timer = None
+        self.connected = False
+        self.uses = 0
+        self.tunnel = False
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        client = self.client
+        if client is not None:
+            client.upstream_ready(self)
+
+    def expect_response(self, method: bytes, timeout: float) -> None:
+        self.uses += 1
+        self.method = method
+        self.resp = None
+        self.buf = b""
+        self.timer = self.pool.reactor.callLater(timeout, self._timeout)
+
+    def _timeout(self) -> None:
+        self.timer = None
+        client = self.client
+        if client is not None and self.resp is None:
+            client.upstream_timeout()
+
+    def _cancel(self) -> None:
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
+
+    def dataReceived(self, data: bytes) -> None:
+        client = self.client
+        if self.tunnel:
+            client.transport.write(data)
+            return
+        if client is None:
+            self.transport.abortConnection()  # bytes on an idle connection: not trustworthy
+            return
+        if self.resp is None:
+            self._head_data(data)
+        else:
+            self._body_data(data)
+
+    def _head_data(self, data: bytes) -> None:
+        client = self.client
+        buf = self.buf + data
+        while True:
+            end = buf.find(HEAD_END)
+            if end < 0:
+                if len(buf) > MAX_RESPONSE_HEAD:
+                    self._cancel()
+                    client.upstream_bad_response(
+                        HeadError(502, "bad_upstream_response", "the container's response head is too large")
+                    )
+                    return
+                self.buf = buf
+                return
+            if end + 4 > MAX_RESPONSE_HEAD:
+                self._cancel()
+                client.upstream_bad_response(
+                    HeadError(502, "bad_upstream_response", "the container's response head is too large")
+                )
+                return
+            try:
+                resp = parse_response_head(buf[: end + 4], self.method)
+            except HeadError as exc:
+                self._cancel()
+                client.upstream_bad_response(exc)
+                return
+            rest = buf[end + 4 :]
+            if 100 <= resp.status < 200 and resp.status != 101:
+                client.informational(forwarding.informational_head(resp))
+                buf = rest
+                continue
+            break
+        self._cancel()
+        self.buf = b""
+        self.resp = resp
+        if not client.response_head(resp, self):
+            return
+        if resp.status == 101:
+            self.tunnel = True
+            if rest:
+                client.transport.write(rest)
+            return
+        self.framing = resp.framing
+        if self.framing == Framing.LENGTH:
+            self.remaining = resp.content_length
+        elif self.framing == Framing.CHUNKED:
+            self.decoder = ChunkedDecoder(502)
+        if self.framing == Framing.NONE or (self.framing == Framing.LENGTH and self.remaining == 0):
+            self._done(rest)
+        elif rest:
+            self._body_data(rest)
+
+    def _body_data(self, data: bytes) -> None:
+        client = self.client
+        framing = self.framing
+        if framing == Framing.LENGTH:
+            remaining = self.remaining
+            if len(data) < remaining:
+                self.remaining = remaining - len(data)
+                client.response_body([data])
+                return
+            piece, rest = data[:remaining], data[remaining:]
+            self.remaining = 0
+            if piece:
+                client.response_body([piece])
+            self._done(rest)
+        elif framing == Framing.CHUNKED:
+            try:
+                pieces, rest = self.decoder.feed(data)
+            except HeadError:
+                client.upstream_lost(before_response=False, reused=False)
+                self.transport.abortConnection()
+                return
+            if pieces:
+                client.response_body(pieces)
+            if rest is not None:
+                self._done(rest)
+        elif framing == Framing.CLOSE:
+            client.response_body([data])
+
+    def _done(self, rest: bytes) -> None:
+        reusable = self.resp.keep_alive and not rest and self.framing != Framing.CLOSE
+        client = self.client
+        self.resp = None
+        self.decoder = None
+        client.response_done(reusable)
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is over: back to the pool, or closed."""
+        self._cancel()
+        self.client = None
+        self.resp = None
+        if reusable and self.connected and not self.tunnel:
+            self.pool.put_idle(self)
+        else:
+            self.connected = False
+            self.transport.loseConnection()
+
+    def client_gone(self) -> None:
+        """The client disconnected mid-exchange: the container's answer has nowhere to go."""
+        self._cancel()
+        self.client = None
+        self.connected = False
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        self._cancel()
+        was_connected = self.connected
+        self.connected = False
+        self.pool.forget(self)
+        client = self.client
+        self.client = None
+        if client is None:
+            return
+        if self.tunnel:
+            client.upstream_lost(before_response=False, reused=False)
+        elif self.resp is None:
+            client.upstream_lost(before_response=True, reused=self.uses > 1 and was_connected)
+        elif self.framing == Framing.CLOSE:
+            self.resp = None
+            client.response_done(False)
+        else:
+            client.upstream_lost(before_response=False, reused=False)
+
+
+class _UpstreamFactory(protocol.ClientFactory):
+    noisy = False
+    def __init__(self, pool: UpstreamPool, target: tuple[str, int], client: ClientConnection):
+        self.pool = pool
+        self.target = target
+        self.client = client
+
+    def buildProtocol(self, addr):
+        up = UpstreamConnection(self.pool, self.target)
+        up.client = self.client
+        up.factory = self
+        return up
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            client.upstream_failed(reason)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per target, reused most-recent first."""
+
+    def __init__(
+        self, reactor, connect_timeout: float, idle_timeout: float = 30.0, max_idle_per_target: int = 64
+    ) -> None:
+        self.reactor = reactor
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle_per_target = max_idle_per_target
+        self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+
+    def acquire(self, target: tuple[str, int], client: ClientConnection, fresh: bool = False) -> None:
+        if not fresh:
+            conns = self.idle.get(target)
+            while conns:
+                up = conns.pop()
+                if up.idle_timer is not None and up.idle_timer.active():
+                    up.idle_timer.cancel()
+                up.idle_timer = None
+                if up.connected:
+                    up.client = client
+                    client.upstream_ready(up)
+                    return
+        self.reactor.connectTCP(
+            target[0], target[1], _UpstreamFactory(self, target, client), timeout=self.connect_timeout
+        )
+
+    def put_idle(self, up: UpstreamConnection) -> None:
+        conns = self.idle.setdefault(up.target, [])
+        if len(conns) >= self.max_idle_per_target:
+            up.connected = False
+            up.transport.loseConnection()
+            return
+        conns.append(up)
+        up.idle_timer = self.reactor.callLater(self.idle_timeout, self._expire, up)
+
+    def _expire(self, up: UpstreamConnection) -> None:
+        up.idle_timer = None
+        self.forget(up)
+        up.connected = False
+        up.transport.loseConnection()
+
+    def forget(self, up: UpstreamConnection) -> None:
+        if up.idle_timer is not None and up.idle_timer.active():
+            up.idle_timer.cancel()
+        up.idle_timer = None
+        conns = self.idle.get(up.target)
+        if conns and up in conns:
+            conns.remove(up)
+            if not conns:
+                del self.idle[up.target]
+
+    def close_all(self) -> None:
+        for conns in list(self.idle.values()):
+            for up in list(conns):
+                self._expire(up)
+
+
+class ProxyFactory(protocol.Factory):
+    """Builds client connections; refuses (closes at once) past the connection limit."""
+
+    noisy = False
+
+    def __init__(self, ctx: ProxyContext, scheme: bytes = b"http") -> None:
+        self.ctx = ctx
+        self.scheme = scheme
+
+    def buildProtocol(self, addr):
+        if self.ctx.open_connections >= self.ctx.config.max_connections or self.ctx.draining:
+            return None
+        return ClientConnection(self.ctx, self.scheme)

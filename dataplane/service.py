@@ -1,0 +1,261 @@
+"""Assembling the proxy: ``make_service(config, reactor)`` builds every part, nothing global."""
+
+from __future__ import annotations
+
+import socket
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from dataplane import admin_http, relay
+from dataplane.config import ProxyConfig
+from dataplane.metrics import Metrics
+from dataplane.probe import Prober, StatusWriter
+from dataplane.routes import Route, RouteTable
+from dataplane.sync import SyncThread
+from shared.redis_conn import make_client
+from shared.schema import Schema, Snapshot
+
+log = Logger()
+EXPIRY_CHECK_SECS = 0.25
+
+
+class ConnectionRegistry:
+    """Which open client connections rely on which service, to close them on revocation.
+
+    A connection is registered under the service of its last granted request (WebSockets and
+    streams included) and re-checked whenever that service's route changes or expires.
+    """
+
+    def __init__(self) -> None:
+        self.by_service: dict[str, set] = {}
+        self.service_of: dict[object, str] = {}
+
+    def register(self, conn, service_id: str) -> None:
+        old = self.service_of.get(conn)
+        if old == service_id:
+            return
+        if old is not None:
+            self._discard(conn, old)
+        self.service_of[conn] = service_id
+        self.by_service.setdefault(service_id, set()).add(conn)
+
+    def unregister(self, conn) -> None:
+        old = self.service_of.pop(conn, None)
+        if old is not None:
+            self._discard(conn, old)
+
+    def _discard(self, conn, service_id: str) -> None:
+        conns = self.by_service.get(service_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_service[service_id]
+
+    def revalidate(self, service_ids: set[str], table: RouteTable, now: float) -> int:
+        """Close every connection that the current routes no longer allow. Returns how many."""
+        closed = 0
+        for sid in service_ids:
+            route = table.get(sid)
+            for conn in list(self.by_service.get(sid, ())):
+                if not still_allowed(conn.route, conn.kid, route, now):
+                    self.unregister(conn)
+                    conn.revoke()
+                    closed += 1
+        return closed
+
+    def all(self) -> list:
+        return list(self.service_of)
+
+
+def still_allowed(granted: Route | None, kid: str | None, route: Route | None, now: float) -> bool:
+    """Whether a connection granted under ``granted`` with key ``kid`` may stay open. Pure."""
+    if route is None or granted is None or route.expired(now) or not route.usable:
+        return False
+    if not route.allowed or route.target != granted.target:
+        return False
+    if kid is None:
+        return route.public
+    key = route.keys.get(kid)
+    if key is None:
+        return False
+    return key.expires_at is None or now < key.expires_at
+
+
+class ProxyContext:
+    """What every connection needs, handed to factories and protocols (no globals)."""
+
+    def __init__(self, config: ProxyConfig, reactor, metrics: Metrics) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.metrics = metrics
+        self.registry = ConnectionRegistry()
+        self.table = RouteTable(config.allowed_networks, self._routes_changed)
+        self.pool = relay.UpstreamPool(reactor, config.connect_timeout)
+        self.host_suffix = (b"." + config.service_domain.encode()) if config.service_domain else None
+        self.open_connections = 0
+        self.live_connections: set = set()
+        self.draining = False
+        self.last_exchange: float | None = None
+        self.prober: Prober | None = None
+
+    def sync_fresh(self) -> bool:
+        last = self.last_exchange
+        return last is not None and self.reactor.seconds() - last < self.config.max_staleness
+
+    def mark_exchange(self) -> None:
+        self.last_exchange = self.reactor.seconds()
+
+    def _routes_changed(self, service_ids: set[str]) -> None:
+        self.registry.revalidate(service_ids, self.table, self.reactor.seconds())
+        if self.prober is not None:
+            self.prober.routes_changed(service_ids)
+
+    def check_expiry(self) -> None:
+        self.table.pop_expired(self.reactor.seconds())
+
+
+class ProxyService(service.Service):
+    """Listeners, sync, probes and the admin endpoint of one proxy process."""
+
+    def __init__(
+        self, config: ProxyConfig, reactor, *, reuse_port: bool = False, metrics: Metrics | None = None
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.reuse_port = reuse_port
+        self.metrics = metrics or Metrics()
+        self.ctx = ProxyContext(config, reactor, self.metrics)
+        self.schema = Schema(config.redis.key_prefix)
+        self.writer = StatusWriter(self.schema, lambda: make_client(config.redis))
+        self.ctx.prober = Prober(
+            reactor,
+            self.ctx.table,
+            self.writer.submit,
+            config.probe_interval,
+            config.connect_timeout,
+        )
+        self.sync = SyncThread(
+            reactor,
+            config.redis,
+            self.schema,
+            self._load_snapshot,
+            self._apply_events,
+            self.ctx.mark_exchange,
+        )
+        self.ports: list = []
+        self.admin_port = None
+        self._expiry = LoopingCall(self.ctx.check_expiry)
+        self._expiry.clock = reactor
+
+    # -- sync callbacks (reactor thread)
+    def _load_snapshot(self, snap: Snapshot) -> None:
+        self.ctx.table.load_snapshot(snap)
+        self.metrics.resyncs.inc()
+        self.metrics.routes.set(len(self.ctx.table))
+        log.info("sync: loaded {n} services", n=len(self.ctx.table))
+
+    def _apply_events(self, events) -> None:
+        self.ctx.table.apply(events)
+        self.metrics.routes.set(len(self.ctx.table))
+
+    # -- admin
+    def health(self) -> tuple[bool, dict]:
+        return True, {"status": "ok"}
+
+    def ready(self) -> tuple[bool, dict]:
+        loaded = self.ctx.table.loaded
+        fresh = self.ctx.sync_fresh()
+        ok = loaded and fresh and not self.ctx.draining
+        return ok, {
+            "status": "ready" if ok else "not_ready",
+            "synced": loaded,
+            "fresh": fresh,
+            "routes": len(self.ctx.table),
+            "draining": self.ctx.draining,
+        }
+
+    def _refresh_metrics(self) -> None:
+        last = self.ctx.last_exchange
+        self.metrics.sync_lag.set(self.reactor.seconds() - last if last is not None else -1)
+        self.metrics.routes.set(len(self.ctx.table))
+
+    # -- lifecycle
+    def startService(self) -> None:
+        super().startService()
+        cfg = self.config
+        factory = relay.ProxyFactory(self.ctx, b"http")
+        self.ports.append(self._listen(cfg.listen, factory))
+        if cfg.tls_listen is not None:
+            from dataplane.tls import tls_factory
+
+            tls = tls_factory(relay.ProxyFactory(self.ctx, b"https"), cfg)
+            self.ports.append(self._listen(cfg.tls_listen, tls))
+        site = admin_http.make_site(self.health, self.ready, self.metrics.registry, self._refresh_metrics)
+        self.admin_port = self._listen(cfg.admin_listen, site)
+        self.writer.start()
+        self.sync.start()
+        self.ctx.prober.start()
+        self._expiry.start(EXPIRY_CHECK_SECS, now=False)
+
+    def _listen(self, hostport: tuple[str, int], factory):
+        host, port = hostport
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+            sock.setblocking(False)
+            return self.reactor.adoptStreamPort(sock.fileno(), family, factory)
+        finally:
+            sock.close()  # the reactor holds its own duplicate of the descriptor
+
+    def bound_port(self, index: int = 0) -> int:
+        return self.ports[index].getHost().port
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Stop accepting, let in-flight requests finish for up to ``drain_secs``, then close."""
+        super().stopService()
+        ctx = self.ctx
+        ctx.draining = True
+        for port in self.ports:
+            yield port.stopListening()
+        self.ports = []
+        deadline = self.reactor.seconds() + self.config.drain_secs
+        while True:
+            busy = 0
+            for conn in list(_client_connections(ctx)):
+                if conn.state == relay.RELAY:
+                    busy += 1
+                else:
+                    conn.revoke()  # idle keep-alive and WebSocket tunnels close now
+            if not busy or self.reactor.seconds() >= deadline:
+                break
+            d = defer.Deferred()
+            self.reactor.callLater(0.05, d.callback, None)
+            yield d
+        for conn in list(_client_connections(ctx)):
+            conn.revoke()
+        ctx.pool.close_all()
+        if self._expiry.running:
+            self._expiry.stop()
+        ctx.prober.stop()
+        if self.admin_port is not None:
+            yield self.admin_port.stopListening()
+        self.sync.stop(timeout=0)
+        self.writer.stop()
+
+
+def _client_connections(ctx: ProxyContext):
+    return list(ctx.live_connections)
+
+
+def make_service(config: ProxyConfig, reactor, *, reuse_port: bool = False) -> ProxyService:
+    """The whole proxy for ``config``, driven by ``reactor``. Call ``startService`` to run it."""
+    return ProxyService(config, reactor, reuse_port=reuse_port)

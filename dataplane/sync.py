@@ -1,0 +1,102 @@
+"""Keeping the route table in step with Redis.
+
+One dedicated thread runs a blocking redis-py loop: a full snapshot, then the change feed from
+the snapshot's cursor. It never touches the route table: it hands immutable snapshots and
+event batches to the reactor thread with ``callFromThread``, and reports each successful
+exchange so the reactor side knows how fresh it is.
+
+Failure handling: on a Redis error it keeps the cursor and retries with back-off (100 ms
+doubling, capped at 2 s), so after an outage it resumes from where it was when the feed still
+holds those events, and takes a new snapshot when ``read_feed`` reports a gap (trimmed feed,
+or a Redis that came back empty or from an older backup). Meanwhile the proxy serves what it
+knows.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from twisted.logger import Logger
+
+from shared import schema as schema_mod
+from shared.config import RedisSettings
+from shared.redis_conn import make_client
+
+log = Logger()
+MAX_BACKOFF = 2.0
+WAIT_MS = 1000
+
+
+class SyncThread:
+    """The feed follower. ``start``/``stop`` from the reactor thread; the callbacks run there."""
+
+    def __init__(
+        self,
+        reactor,
+        settings: RedisSettings,
+        schema: schema_mod.Schema,
+        on_snapshot: Callable[[schema_mod.Snapshot], None],
+        on_events: Callable[[list[schema_mod.Event]], None],
+        on_exchange: Callable[[], None],
+        client_factory: Callable[[], object] | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.settings = settings
+        self.schema = schema
+        self.on_snapshot = on_snapshot
+        self.on_events = on_events
+        self.on_exchange = on_exchange
+        self.client_factory = client_factory or (
+            lambda: make_client(settings, socket_timeout=WAIT_MS / 1000 + 5)
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="linx-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        backoff = 0.1
+        cursor: schema_mod.FeedCursor | None = None
+        client = None
+        call = self.reactor.callFromThread
+        while not self._stop.is_set():
+            try:
+                if client is None:
+                    client = self.client_factory()
+                if cursor is None:
+                    snap = self.schema.snapshot(client)
+                    cursor = snap.cursor
+                    call(self.on_snapshot, snap)
+                    call(self.on_exchange)
+                events, cursor_after = self.schema.read_feed(client, cursor)
+                call(self.on_exchange)
+                backoff = 0.1
+                if events:
+                    cursor = cursor_after
+                    call(self.on_events, events)
+                    continue
+                self.schema.wait_feed(client, cursor, WAIT_MS)
+            except schema_mod.FeedGap as gap:
+                log.info("sync: full resync needed: {why}", why=str(gap))
+                cursor = None
+            except Exception as exc:  # any Redis or network error: keep serving, retry
+                log.warn(
+                    "sync: Redis exchange failed ({err}); retrying in {delay:.1f}s",
+                    err=f"{type(exc).__name__}: {exc}",
+                    delay=backoff,
+                )
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        if client is not None:
+            try:
+                client.close()
+            except Exception:  # noqa: S110 - closing on shutdown, nothing to do
+                pass
