@@ -311,6 +311,8 @@ class ChunkedDecoder:
         return HeadError(self.status, "bad_chunked_body", message)
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
+        if self._state == self._DONE:
+            return [], data
         pieces: list[bytes] = []
         pos = 0
         n = len(data)

@@ -98,6 +98,8 @@ class ClientConnection(protocol.Protocol):
                 self.trusted = False
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
+        # The first request's head deadline runs from the connection's start, not its first byte.
+        self.head_started = True
         self._set_timer(ctx.config.head_timeout, self._head_timeout)
 
     def connectionLost(self, reason=None) -> None:
@@ -787,6 +789,9 @@ class UpstreamConnection(protocol.Protocol):
         self.client = None
         self.resp = None
         if reusable and self.connected and not self.tunnel:
+            # The client's back-pressure may have paused our reads at the very end of the
+            # response; an idle pooled connection must read (to see a close, or its next answer).
+            self.transport.resumeProducing()
             self.pool.put_idle(self)
         else:
             self.connected = False
@@ -821,6 +826,7 @@ class UpstreamConnection(protocol.Protocol):
 
 class _UpstreamFactory(protocol.ClientFactory):
     noisy = False
+
     def __init__(self, pool: UpstreamPool, target: tuple[str, int], client: ClientConnection):
         self.pool = pool
         self.target = target

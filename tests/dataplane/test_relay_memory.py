@@ -1,0 +1,349 @@
+"""The relay protocols in memory: StringTransports, a MemoryReactorClock, no sockets.
+
+Timeouts are driven with the clock; where the proxy dials is read off the memory reactor.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionRefusedError as TxConnectionRefused
+from twisted.internet.error import TimeoutError as TxTimeout
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
+
+from dataplane.config import ProxyConfig
+from dataplane.metrics import Metrics
+from dataplane.probe import Prober
+from dataplane.relay import ProxyFactory
+from dataplane.service import ProxyContext
+from shared import schema
+from tests.dataplane import factories as f
+
+
+class Harness:
+    def __init__(self, **config):
+        self.reactor = MemoryReactorClock()
+        self.reactor.advance(1_000_000)
+        self.config = ProxyConfig(**config)
+        self.ctx = ProxyContext(self.config, self.reactor, Metrics())
+        self.reports = []
+        self.ctx.prober = Prober(
+            self.reactor, self.ctx.table, lambda sid, r: self.reports.append((sid, r)), 10.0, 5.0
+        )
+        self.factory = ProxyFactory(self.ctx)
+        self.ctr = f.container()
+        self.svc = f.service(self.ctr)
+        self.load(self.svc, self.ctr)
+
+    def load(self, *records):
+        services = {r.service_id: r for r in records if hasattr(r, "service_id")}
+        containers = {r.container_id: r for r in records if not hasattr(r, "service_id")}
+        snap = schema.Snapshot(schema.FeedCursor("e", "0-0", 0), containers, services)
+        self.ctx.table.load_snapshot(snap)
+        self.ctx.mark_exchange()
+
+    def client(self):
+        proto = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.9", 5555))
+        tr = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.9", 5555))
+        proto.makeConnection(tr)
+        return proto, tr
+
+    def upstream(self, index=-1):
+        """Complete the proxy's pending connect to a container; return (protocol, transport)."""
+        host, port, factory, timeout, _ = self.reactor.tcpClients[index]
+        proto = factory.buildProtocol(None)
+        tr = StringTransport()
+        proto.makeConnection(tr)
+        return proto, tr
+
+    def path(self, rest=b"/"):
+        return b"/linx/" + self.svc.service_id.encode() + rest
+
+    def request(self, rest=b"/", *headers: bytes, token=True, method=b"GET") -> bytes:
+        lines = [method + b" " + self.path(rest) + b" HTTP/1.1", b"Host: proxy.test", *headers]
+        if token:
+            lines.append(b"X-Linx-Token: " + self.svc.token.encode())
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
+
+def status_of(data: bytes) -> int:
+    return int(data.split(b" ", 2)[1])
+
+
+def body_json(data: bytes) -> dict:
+    return json.loads(data.split(b"\r\n\r\n", 1)[1])
+
+
+def test_relays_to_the_container_address_and_port():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request(b"/a/b?x=1&linx_token=" + h.svc.token.encode() + b"&y=2", token=False))
+    host, port, _factory, timeout, _ = h.reactor.tcpClients[0]
+    assert (host, port, timeout) == ("127.0.0.1", 7001, 5.0)
+    up, utr = h.upstream()
+    sent = utr.value()
+    assert sent.startswith(b"GET /a/b?x=1&y=2 HTTP/1.1\r\n")
+    assert b"linx_token" not in sent and h.svc.token.encode() not in sent
+    assert b"\r\nHost: proxy.test\r\n" in sent
+    assert b"\r\nX-Forwarded-For: 127.0.0.9\r\n" in sent
+    assert b"\r\nX-Forwarded-Prefix: /linx/" + h.svc.service_id.encode() + b"\r\n" in sent
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    out = tr.value()
+    assert status_of(out) == 200 and out.endswith(b"\r\n\r\nhi")
+    assert b"Set-Cookie: linx_" + h.svc.service_id.encode() in out  # token came in the query
+
+
+def test_keep_alive_reuses_the_upstream_connection():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, utr = h.upstream()
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+    utr.clear()
+    proto.dataReceived(h.request(b"/second"))
+    assert len(h.reactor.tcpClients) == 1  # no new dial
+    assert utr.value().startswith(b"GET /second HTTP/1.1")
+
+
+def test_pipelined_requests_are_answered_in_order():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request(b"/one") + h.request(b"/two"))
+    up, utr = h.upstream()
+    assert b"/two" not in utr.value()  # the second waits for the first response
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n1")
+    assert utr.value().count(b"GET /") == 2
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n2")
+    assert tr.value().count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_head_deadline_is_absolute_not_reset_by_bytes():
+    h = Harness()
+    proto, tr = h.client()
+    for _ in range(9):
+        proto.dataReceived(b"G" if not tr.value() and _ == 0 else b"E")
+        h.reactor.advance(1)
+    assert not tr.disconnecting
+    h.reactor.advance(1.01)
+    assert status_of(tr.value()) == 408
+    assert tr.disconnecting
+
+
+def test_silent_connection_closed_at_head_deadline():
+    h = Harness(head_timeout=3.0)
+    proto, tr = h.client()
+    h.reactor.advance(2.9)
+    assert not tr.disconnecting
+    h.reactor.advance(0.2)
+    assert tr.disconnecting and tr.value() == b""
+
+
+def test_idle_keep_alive_closes_after_idle_timeout():
+    h = Harness(idle_timeout=75.0)
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, _ = h.upstream()
+    up.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    h.reactor.advance(74)
+    assert not tr.disconnecting
+    h.reactor.advance(1.5)
+    assert tr.disconnecting
+
+
+def test_head_size_limit_boundary():
+    h = Harness(max_head_bytes=1024)
+    base = h.request(b"/", b"X-Pad: ")
+    fill = 1024 - len(base)
+    proto, tr = h.client()
+    proto.dataReceived(h.request(b"/", b"X-Pad: " + b"a" * fill))
+    assert h.reactor.tcpClients  # exactly at the limit: relayed
+    h2 = Harness(max_head_bytes=1024)
+    proto, tr = h2.client()
+    proto.dataReceived(h2.request(b"/", b"X-Pad: " + b"a" * (fill + 1)))
+    assert status_of(tr.value()) == 431 and tr.disconnecting
+    assert not h2.reactor.tcpClients
+
+
+def test_header_count_limit_boundary():
+    def run(n):
+        h = Harness(max_headers=10)
+        proto, tr = h.client()
+        # Host and X-Linx-Token are two of the fields
+        proto.dataReceived(h.request(b"/", *[b"X-%d: 1" % i for i in range(n - 2)]))
+        return h, tr
+
+    h, tr = run(10)
+    assert h.reactor.tcpClients and tr.value() == b""
+    h, tr = run(11)
+    assert status_of(tr.value()) == 431 and not h.reactor.tcpClients
+
+
+def test_malformed_head_is_400_and_closed():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(
+        b"POST " + h.path() + b" HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx"
+    )
+    assert status_of(tr.value()) == 400 and tr.disconnecting
+    assert not h.reactor.tcpClients
+
+
+def test_connect_refused_is_503_with_retry_after():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    _, _, factory, _, _ = h.reactor.tcpClients[0]
+    factory.clientConnectionFailed(None, Failure(TxConnectionRefused()))
+    out = tr.value()
+    assert status_of(out) == 503
+    assert b"\r\nRetry-After: " in out and b"X-Linx-Error: target_connect_failed" in out
+    assert h.reports and h.reports[-1][1].status == "target_unreachable"
+
+
+def test_connect_timeout_is_503():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    _, _, factory, _, _ = h.reactor.tcpClients[0]
+    factory.clientConnectionFailed(None, Failure(TxTimeout()))
+    assert b"X-Linx-Error: target_connect_timeout" in tr.value()
+
+
+def test_response_head_timeout_is_504():
+    h = Harness(response_timeout=300.0)
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, utr = h.upstream()
+    h.reactor.advance(299)
+    assert tr.value() == b""
+    h.reactor.advance(1.5)
+    assert status_of(tr.value()) == 504
+    assert utr.disconnecting
+
+
+def test_target_outside_allowed_networks_is_never_dialled():
+    h = Harness()
+    ctr = f.container(address="169.254.169.254")
+    svc = f.service(ctr)
+    h.svc = svc
+    h.load(svc, ctr)
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    assert status_of(tr.value()) == 503
+    assert b"target_not_allowed" in tr.value()
+    assert h.reactor.tcpClients == []
+
+
+def test_delete_event_closes_open_connections():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, utr = h.upstream()
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+    assert not tr.disconnecting
+    h.ctx.table.apply([schema.Event("1-1", schema.KIND_SERVICE, schema.OP_DELETE, h.svc.service_id, None)])
+    assert tr.disconnected or tr.disconnecting
+    assert utr.disconnected or utr.disconnecting
+
+
+def test_container_stop_closes_connections_and_refuses():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, _ = h.upstream()
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")  # idle keep-alive now
+    stopped = h.ctr.__class__(**{**h.ctr.__dict__, "state": "stopped"})
+    h.ctx.table.apply(
+        [schema.Event("1-2", schema.KIND_CONTAINER, schema.OP_PUT, h.ctr.container_id, stopped)]
+    )
+    assert tr.disconnected or tr.disconnecting
+
+
+def test_expiry_closes_connections_on_the_clock():
+    h = Harness()
+    now = int(h.reactor.seconds())
+    svc = h.svc.with_changes(expires_at=now + 5)
+    h.svc = svc
+    h.load(svc, h.ctr)
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, _ = h.upstream()
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+    h.reactor.advance(4)
+    h.ctx.check_expiry()
+    assert not tr.disconnecting
+    h.reactor.advance(1)
+    h.ctx.check_expiry()
+    assert tr.disconnected or tr.disconnecting
+
+
+def test_upstream_reset_mid_body_aborts_the_client():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, _ = h.upstream()
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+    up.connectionLost(Failure(Exception("reset")))
+    assert tr.disconnected  # abortConnection: the client cannot mistake it for a whole body
+
+
+def test_chunked_request_body_is_reframed_canonically():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(
+        h.request(b"/up", b"Transfer-Encoding: chunked", method=b"POST") + b"3;x=y\r\nabc\r\n0\r\n\r\n"
+    )
+    up, utr = h.upstream()
+    sent = utr.value()
+    assert sent.endswith(b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    assert b"x=y" not in sent
+
+
+def test_linx_set_cookie_from_container_is_dropped():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, _ = h.upstream()
+    up.dataReceived(
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: app=1\r\nSet-Cookie: linx_"
+        + h.svc.service_id.encode()
+        + b"=evil\r\nSet-Cookie: LINX_x=1\r\nContent-Length: 0\r\n\r\n"
+    )
+    out = tr.value()
+    assert b"Set-Cookie: app=1" in out
+    assert b"evil" not in out and b"LINX_x" not in out
+
+
+def test_unknown_service_is_404_json_with_error_header():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(b"GET /linx/lnx_nope/ HTTP/1.1\r\nHost: a\r\n\r\n")
+    out = tr.value()
+    assert status_of(out) == 404
+    assert b"X-Linx-Error: service_not_found" in out
+    assert body_json(out)["error"]["code"] == "service_not_found"
+
+
+@pytest.mark.parametrize(
+    ("accept", "html"), [(b"text/html,application/xhtml+xml", True), (b"application/json", False)]
+)
+def test_error_body_follows_accept(accept, html):
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(h.request(b"/", b"Accept: " + accept, token=False))
+    out = tr.value()
+    assert status_of(out) == 401
+    assert (b"Content-Type: text/html" in out) is html
+
+
+def test_connection_limit_refuses_extra_connections():
+    h = Harness(max_connections=2)
+    a = h.client()
+    b = h.client()
+    assert h.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is None
+    a[0].connectionLost(None)
+    assert h.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is not None
+    assert not b[1].disconnecting  # existing ones unaffected
