@@ -24,7 +24,11 @@ def _run_one(environ: dict[str, str], reuse_port: bool) -> None:
         svc = make_service(config, reactor, reuse_port=reuse_port)
         svc.startService()
         reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
-        print(f"linx-proxy listening on {config.listen[0]}:{svc.bound_port()}", file=sys.stderr, flush=True)
+        svc.when_listening(
+            lambda s: print(
+                f"linx-proxy listening on {config.listen[0]}:{s.bound_port()}", file=sys.stderr, flush=True
+            )
+        )
         return defer.Deferred()  # runs until SIGTERM/SIGINT stops the reactor
 
     task.react(main)

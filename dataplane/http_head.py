@@ -41,7 +41,8 @@ class _Collector:
         self.headers: list[tuple[bytes, bytes]] = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        # llhttp keeps trailing white space; it is not part of the value (RFC 9112 5.1).
+        self.headers.append((name, value.rstrip(b" \t")))
 
 
 def _check_line_endings(head: bytes, status: int) -> None:
@@ -118,7 +119,7 @@ def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
         raise HeadError(400, "unsupported_version", "only HTTP/1.0 and HTTP/1.1 are supported")
     if not method or not _TCHAR.issuperset(method):
         raise HeadError(400, "bad_method", "the method is not a token")
-    if not target.startswith(b"/"):
+    if not target.startswith(b"/") or b"#" in target:
         raise HeadError(400, "bad_request_target", "only origin-form request targets are accepted")
     if head.count(CRLF) - 2 > max_headers:
         raise HeadError(431, "too_many_headers", f"more than {max_headers} header fields")

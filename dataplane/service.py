@@ -146,6 +146,8 @@ class ProxyService(service.Service):
             self.ctx.mark_exchange,
         )
         self.ports: list = []
+        self._on_listening: list = []
+        self._tls_context = None
         self.admin_port = None
         self._expiry = LoopingCall(self.ctx.check_expiry)
         self._expiry.clock = reactor
@@ -156,6 +158,8 @@ class ProxyService(service.Service):
         self.metrics.resyncs.inc()
         self.metrics.routes.set(len(self.ctx.table))
         log.info("sync: loaded {n} services", n=len(self.ctx.table))
+        if not self.ports and self.running and not self.ctx.draining:
+            self._start_listeners()
 
     def _apply_events(self, events) -> None:
         self.ctx.table.apply(events)
@@ -186,19 +190,40 @@ class ProxyService(service.Service):
     def startService(self) -> None:
         super().startService()
         cfg = self.config
-        factory = relay.ProxyFactory(self.ctx, b"http")
-        self.ports.append(self._listen(cfg.listen, factory))
         if cfg.tls_listen is not None:
-            from dataplane.tls import tls_factory
+            from dataplane.tls import context_factory
 
-            tls = tls_factory(relay.ProxyFactory(self.ctx, b"https"), cfg)
-            self.ports.append(self._listen(cfg.tls_listen, tls))
+            self._tls_context = context_factory(cfg)  # a bad certificate fails the start
         site = admin_http.make_site(self.health, self.ready, self.metrics.registry, self._refresh_metrics)
         self.admin_port = self._listen(cfg.admin_listen, site)
         self.writer.start()
         self.sync.start()
         self.ctx.prober.start()
         self._expiry.start(EXPIRY_CHECK_SECS, now=False)
+
+    def _start_listeners(self) -> None:
+        """Open the traffic listeners, once the first full sync is in.
+
+        Before it, every answer would be a false 404 (or a 503): a replica starting beside
+        others (``--workers``, a rolling restart) must not take connections it cannot serve.
+        """
+        cfg = self.config
+        self.ports.append(self._listen(cfg.listen, relay.ProxyFactory(self.ctx, b"http")))
+        if cfg.tls_listen is not None:
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            tls = TLSMemoryBIOFactory(self._tls_context, False, relay.ProxyFactory(self.ctx, b"https"))
+            self.ports.append(self._listen(cfg.tls_listen, tls))
+        for callback in self._on_listening:
+            callback(self)
+        self._on_listening = []
+
+    def when_listening(self, callback) -> None:
+        """Call ``callback(service)`` once the traffic listeners are open."""
+        if self.ports:
+            callback(self)
+        else:
+            self._on_listening.append(callback)
 
     def _listen(self, hostport: tuple[str, int], factory):
         host, port = hostport

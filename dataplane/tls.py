@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from twisted.internet import ssl
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from dataplane.config import ProxyConfig
 
@@ -19,13 +18,11 @@ def context_factory(config: ProxyConfig) -> ssl.CertificateOptions:
         privateKey=certificate.privateKey.original,
         certificate=certificate.original,
         extraCertChain=chain or None,
+        # Clients such as urllib3 offer ALPN; answering it (HTTP/1.1 only) is required by some.
+        acceptableProtocols=[b"http/1.1"],
     )
 
 
 def _pem_blocks(pem: bytes) -> list[bytes]:
     marker = b"-----END CERTIFICATE-----"
     return [part + marker for part in pem.split(marker) if b"-----BEGIN CERTIFICATE-----" in part]
-
-
-def tls_factory(wrapped, config: ProxyConfig) -> TLSMemoryBIOFactory:
-    return TLSMemoryBIOFactory(context_factory(config), False, wrapped)

@@ -38,6 +38,11 @@ def test_accepted(raw, framing, keep_alive):
     assert req.keep_alive is keep_alive
 
 
+def test_trailing_white_space_is_not_part_of_a_value():
+    req = parse_request_head(head(b"GET / HTTP/1.1", b"Host: x \t", b"X-A: b  "), 100)
+    assert req.host == b"x" and req.header(b"x-a") == b"b"
+
+
 def test_headers_keep_order_and_case():
     req = parse_request_head(head(b"GET /p HTTP/1.1", b"Host: h", b"X-B: 2", b"x-a: 1"), 100)
     assert req.headers == [(b"Host", b"h"), (b"X-B", b"2"), (b"x-a", b"1")]
@@ -87,6 +92,10 @@ REJECT = {
     "space_in_target": head(b"GET /a b HTTP/1.1", b"Host: a"),
     "bad_method_char": head(b"G(T / HTTP/1.1", b"Host: a"),
     "unicode_target": head("GET /é HTTP/1.1".encode(), b"Host: a"),
+    "fragment_in_target": head(b"GET /a#frag HTTP/1.1", b"Host: a"),
+    "rtsp_version": head(b"GET / RTSP/1.0", b"Host: a"),
+    "http09": head(b"GET / HTTP/0.9", b"Host: a"),
+    "asterisk_get": head(b"GET * HTTP/1.1", b"Host: a"),
 }
 
 

@@ -1,0 +1,184 @@
+"""``linx-local``: the whole stack on one machine, for trying Linx out.
+
+Starts Redis (an embedded real server when ``REDIS_URL`` is unset), the control plane under
+gunicorn, the proxy daemon and a small demo container; registers the demo, publishes it and
+prints its ``public_url``. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from deploy.redis_process import RedisProcess, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _wait(url: str, what: str, procs: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in procs:
+            if p.poll() is not None:
+                raise SystemExit(f"linx-local: {what} exited with {p.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - our own loopback URL
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"linx-local: {what} did not become ready at {url}")
+
+
+def _api(base: str, method: str, path: str, token: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(  # noqa: S310 - our own loopback URL
+        base + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+        return json.loads(resp.read() or b"{}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="linx-local", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="address every listener binds to")
+    parser.add_argument("--control-port", type=int, default=8000)
+    parser.add_argument("--proxy-port", type=int, default=8080)
+    parser.add_argument("--admin-port", type=int, default=9090)
+    parser.add_argument(
+        "--data-dir",
+        default=str(ROOT / ".linx-local"),
+        help="where the embedded Redis keeps its append-only file",
+    )
+    parser.add_argument("--no-demo", action="store_true", help="do not start the demo container")
+    args = parser.parse_args(argv)
+
+    procs: list[subprocess.Popen] = []
+    redis_proc = None
+    env = dict(os.environ)
+    if not env.get("REDIS_URL"):
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+        redis_proc = RedisProcess(workdir=args.data_dir, extra_args=("--appendonly", "yes")).start()
+        env["REDIS_URL"] = redis_proc.url
+        print(
+            f"redis        {redis_proc.url}  (embedded {Path(redis_proc.binary).name}, "
+            f"data in {args.data_dir})"
+        )
+    admin_token = env.setdefault("LINX_ADMIN_TOKEN", secrets.token_urlsafe(24))
+    proxy_base = f"http://{args.host}:{args.proxy_port}"
+    env.setdefault("APP_BASE_URL", proxy_base)
+    control = f"http://{args.host}:{args.control_port}"
+
+    def stop(*_):
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if redis_proc is not None:
+            redis_proc.stop()
+
+    try:
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "-c",
+                    str(ROOT / "deploy" / "gunicorn.conf.py"),
+                    "-b",
+                    f"{args.host}:{args.control_port}",
+                    "control:create_app()",
+                ],
+                env=env,
+                cwd=str(ROOT),
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "dataplane"],
+                env=dict(
+                    env,
+                    LINX_PROXY_LISTEN=f"{args.host}:{args.proxy_port}",
+                    LINX_PROXY_ADMIN_LISTEN=f"{args.host}:{args.admin_port}",
+                ),
+                cwd=str(ROOT),
+            )
+        )
+        _wait(control + "/api/openapi.json", "the control plane", procs)
+        _wait(f"http://{args.host}:{args.admin_port}/readyz", "the proxy", procs)
+        print(f"control API  {control}   (admin token: {admin_token})")
+        print(f"proxy        {proxy_base}   (health: http://{args.host}:{args.admin_port}/readyz)")
+        if not args.no_demo:
+            demo_port = free_port()
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "deploy.demo_app", "--port", str(demo_port)],
+                    env=env,
+                    cwd=str(ROOT),
+                    stdout=subprocess.DEVNULL,
+                )
+            )
+            _wait(f"http://127.0.0.1:{demo_port}/", "the demo container", procs)
+            tenant = _api(control, "POST", "/api/admin/tenants", admin_token, {"name": "demo"})
+            ctr = _api(
+                control,
+                "POST",
+                "/api/admin/containers",
+                admin_token,
+                {
+                    "tenant_id": tenant["tenant_id"],
+                    "name": "demo",
+                    "address": "127.0.0.1",
+                    "networking_enabled": True,
+                    "state": "running",
+                    "exec_ready": True,
+                    "network_ready": True,
+                },
+            )
+            svc = _api(
+                control,
+                "POST",
+                f"/api/containers/{ctr['container_id']}/services",
+                tenant["api_key"],
+                {"name": "demo", "target_port": demo_port, "enable_websockets": True},
+            )
+            print()
+            print("A demo container is published. Open it in a browser or with curl:")
+            print(f"  {svc['public_url']}")
+            print()
+            print("Publish your own port (a service listening on 127.0.0.1:PORT):")
+            print(f"  export LINX_API_KEY={tenant['api_key']}")
+            print(f"  curl -s -X POST {control}/api/containers/{ctr['container_id']}/services \\")
+            print('       -H "Authorization: Bearer $LINX_API_KEY" -H "Content-Type: application/json" \\')
+            print('       -d \'{"name": "mine", "target_port": PORT}\'')
+        print("\nCtrl-C stops everything.", flush=True)
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        raise SystemExit("linx-local: a component exited; stopping")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    main()
