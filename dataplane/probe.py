@@ -2,7 +2,7 @@
 
 Probes run on the reactor (a plain connect, closed at once) when a route appears or changes,
 every ``interval`` while it lives, and whenever a relay connect fails or succeeds. Results go
-to Redis through ``StatusWriter`` only when they change (or once a minute as a refresh), so
+to Redis through ``RedisWriter`` only when they change (or once a minute as a refresh), so
 several replicas neither flood Redis nor rewrite each other's answer at every probe.
 """
 
@@ -17,7 +17,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from dataplane.routes import Route, RouteTable
-from shared.schema import Readiness, Schema
+from shared.schema import Readiness
 
 log = Logger()
 REFRESH_SECS = 60.0
@@ -134,37 +134,39 @@ class Prober:
         self.report(route.service_id, Readiness(status, route.target_text, int(now)))
 
 
-class StatusWriter:
-    """Writes readiness to Redis from its own thread, so a slow Redis never blocks the reactor."""
+class RedisWriter:
+    """Runs small Redis writes (readiness, share-link use) on its own thread and connection,
+    so a slow or absent Redis never blocks the reactor. Writes are best effort: observations,
+    not configuration; a failed one is logged and the next observation repeats it."""
 
-    def __init__(self, schema: Schema, client_factory: Callable[[], object]) -> None:
-        self.schema = schema
+    def __init__(self, client_factory: Callable[[], object]) -> None:
         self.client_factory = client_factory
         self.queue: queue.Queue = queue.Queue(maxsize=100_000)
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="linx-status", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="linx-writer", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self.queue.put(None)
 
-    def submit(self, service_id: str, readiness: Readiness) -> None:
+    def submit(self, write: Callable[[object], None]) -> None:
+        """Queue ``write(client)``; called from the reactor thread."""
         try:
-            self.queue.put_nowait((service_id, readiness))
+            self.queue.put_nowait(write)
         except queue.Full:
-            log.warn("status writer queue full: dropping a readiness update")
+            log.warn("redis writer queue full: dropping an update")
 
     def _run(self) -> None:
         client = None
         while True:
-            item = self.queue.get()
-            if item is None:
+            write = self.queue.get()
+            if write is None:
                 return
             try:
                 if client is None:
                     client = self.client_factory()
-                self.schema.write_readiness(client, item[0], item[1])
+                write(client)
             except Exception as exc:
-                log.warn("status writer: {err}", err=f"{type(exc).__name__}: {exc}")
+                log.warn("redis writer: {err}", err=f"{type(exc).__name__}: {exc}")

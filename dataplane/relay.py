@@ -289,6 +289,8 @@ class ClientConnection(protocol.Protocol):
         self.route = route
         self.kid = decision.kid
         ctx.registry.register(self, sid)
+        if route.link_of_kid and ctx.links is not None:
+            ctx.links.used(route, decision.kid, now)
         self.extra_headers = []
         if decision.source == "query":
             cookie = self._token_cookie(route, decision, now)

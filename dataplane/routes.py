@@ -39,6 +39,7 @@ class Route:
         "prefix",
         "cookie_name",
         "token_cache",
+        "link_of_kid",
     )
 
     def __init__(
@@ -56,6 +57,7 @@ class Route:
         self.prefix = ("/linx/" + service.service_id).encode()
         self.cookie_name = ("linx_" + service.service_id).encode()
         self.token_cache: dict[str, str] = {}  # token text -> key id, see access.verify_token
+        self.link_of_kid = {ln.key.kid: ln.link_id for ln in service.share_links}
         self.usable = container is not None and container.usable
         if container is not None:
             address = ipaddress.ip_address(container.address)

@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from dataplane import admin_http, relay
 from dataplane.config import ProxyConfig
 from dataplane.metrics import Metrics
-from dataplane.probe import Prober, StatusWriter
+from dataplane.probe import Prober, RedisWriter
 from dataplane.routes import Route, RouteTable
 from dataplane.sync import SyncThread
 from shared.redis_conn import make_client
@@ -84,6 +84,32 @@ def still_allowed(granted: Route | None, kid: str | None, route: Route | None, n
     return key.expires_at is None or now < key.expires_at
 
 
+class LinkUsage:
+    """When share links were last used, written at most once a minute per link.
+
+    The request path only compares two numbers; the write happens on the writer thread.
+    """
+
+    INTERVAL = 60.0
+
+    def __init__(self, schema: Schema, writer: RedisWriter, reactor) -> None:
+        self.schema = schema
+        self.writer = writer
+        self.reactor = reactor
+        self.written: dict[tuple[str, str], float] = {}
+
+    def used(self, route: Route, kid: str | None, now: float) -> None:
+        link_id = route.link_of_kid.get(kid) if kid is not None else None
+        if link_id is None:
+            return
+        key = (route.service_id, link_id)
+        if now - self.written.get(key, float("-inf")) < self.INTERVAL:
+            return
+        self.written[key] = now
+        sid, schema, stamp = route.service_id, self.schema, int(now)
+        self.writer.submit(lambda client: schema.mark_links_used(client, sid, {link_id: stamp}))
+
+
 class ProxyContext:
     """What every connection needs, handed to factories and protocols (no globals)."""
 
@@ -100,6 +126,7 @@ class ProxyContext:
         self.draining = False
         self.last_exchange: float | None = None
         self.prober: Prober | None = None
+        self.links: LinkUsage | None = None
 
     def sync_fresh(self) -> bool:
         last = self.last_exchange
@@ -129,11 +156,12 @@ class ProxyService(service.Service):
         self.metrics = metrics or Metrics()
         self.ctx = ProxyContext(config, reactor, self.metrics)
         self.schema = Schema(config.redis.key_prefix)
-        self.writer = StatusWriter(self.schema, lambda: make_client(config.redis))
+        self.writer = RedisWriter(lambda: make_client(config.redis))
+        self.ctx.links = LinkUsage(self.schema, self.writer, reactor)
         self.ctx.prober = Prober(
             reactor,
             self.ctx.table,
-            self.writer.submit,
+            self._report_readiness,
             config.probe_interval,
             config.connect_timeout,
         )
@@ -151,6 +179,10 @@ class ProxyService(service.Service):
         self.admin_port = None
         self._expiry = LoopingCall(self.ctx.check_expiry)
         self._expiry.clock = reactor
+
+    def _report_readiness(self, service_id: str, readiness) -> None:
+        schema = self.schema
+        self.writer.submit(lambda client: schema.write_readiness(client, service_id, readiness))
 
     # -- sync callbacks (reactor thread)
     def _load_snapshot(self, snap: Snapshot) -> None:

@@ -127,9 +127,7 @@ def encode_tenant(t: Tenant) -> str:
             "tenant_id": t.tenant_id,
             "name": t.name,
             "created_at": t.created_at,
-            "keys": [
-                {"key_id": k.key_id, "digest": k.digest, "created_at": k.created_at} for k in t.keys
-            ],
+            "keys": [{"key_id": k.key_id, "digest": k.digest, "created_at": k.created_at} for k in t.keys],
         }
     )
 
@@ -351,6 +349,10 @@ class Schema:
         raw = client.get(self.keys.container(container_id))
         return decode_container(raw) if raw is not None else None
 
+    def list_containers(self, client) -> list[Container]:
+        """Every container (operator listing)."""
+        return self._many(client, self.keys.containers, self.keys.container, decode_container)
+
     def list_tenant_containers(self, client, tenant_id: str) -> list[Container]:
         return self._many(
             client, self.keys.tenant_containers(tenant_id), self.keys.container, decode_container
@@ -427,9 +429,7 @@ class Schema:
     def put_service(self, pipe, service: Service) -> None:
         pipe.set(self.keys.service(service.service_id), encode_service(service))
         pipe.sadd(self.keys.services, service.service_id)
-        pipe.hset(
-            self.keys.container_services(service.container_id), service.name, service.service_id
-        )
+        pipe.hset(self.keys.container_services(service.container_id), service.name, service.service_id)
         if service.expires_at is None:
             pipe.zrem(self.keys.expiry, service.service_id)
         else:
@@ -440,6 +440,11 @@ class Schema:
         self._drop_service_keys(pipe, service.service_id)
         pipe.hdel(self.keys.container_services(service.container_id), service.name)
         self._emit(pipe, KIND_SERVICE, OP_DELETE, service.service_id)
+
+    def forget_expiry(self, pipe, service_id: str) -> None:
+        """Drop a stale expiry-index entry whose service record is already gone (no event:
+        no record changes)."""
+        pipe.zrem(self.keys.expiry, service_id)
 
     def _drop_service_keys(self, pipe, service_id: str) -> None:
         pipe.delete(self.keys.service(service_id))
@@ -484,12 +489,18 @@ class Schema:
 
     # -- share link use
     def mark_links_used(self, client, service_id: str, used: dict[str, int]) -> None:
-        client.hset(self.keys.link_used(service_id), mapping=used)
+        """Record share-link use (written by proxies), only while the service exists."""
+        args = [str(x) for pair in used.items() for x in pair]
+        client.eval(
+            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[2], unpack(ARGV)) end",
+            2,
+            self.keys.service(service_id),
+            self.keys.link_used(service_id),
+            *args,
+        )
 
     def links_used(self, client, service_id: str) -> dict[str, int]:
-        return {
-            _text(k): int(v) for k, v in client.hgetall(self.keys.link_used(service_id)).items()
-        }
+        return {_text(k): int(v) for k, v in client.hgetall(self.keys.link_used(service_id)).items()}
 
     # -- feed: readers
     def snapshot(self, client) -> Snapshot:
@@ -519,14 +530,11 @@ class Schema:
             for c in self._many(client, self.keys.containers, self.keys.container, decode_container)
         }
         services = {
-            s.service_id: s
-            for s in self._many(client, self.keys.services, self.keys.service, decode_service)
+            s.service_id: s for s in self._many(client, self.keys.services, self.keys.service, decode_service)
         }
         return Snapshot(cursor, containers, services)
 
-    def read_feed(
-        self, client, cursor: FeedCursor, count: int = 1000
-    ) -> tuple[list[Event], FeedCursor]:
+    def read_feed(self, client, cursor: FeedCursor, count: int = 1000) -> tuple[list[Event], FeedCursor]:
         """Events after ``cursor`` (at most ``count``) and the cursor after them; never blocks.
 
         Raises FeedGap when they cannot be trusted to be complete. Gap detection is exact:
@@ -552,9 +560,7 @@ class Schema:
             raise entries
         trimmed = int(_xinfo_field(info, "entries-added")) - int(_xinfo_field(info, "length"))
         if trimmed > cursor.offset:
-            raise FeedGap(
-                f"the change feed was trimmed past this reader ({trimmed} > {cursor.offset})"
-            )
+            raise FeedGap(f"the change feed was trimmed past this reader ({trimmed} > {cursor.offset})")
         events = [decode_event(pos, fields) for pos, fields in entries]
         if not events:
             return [], cursor
