@@ -64,6 +64,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("LINX_PROBE_INTERVAL_SECS", "readiness re-probe interval"),
     Option("LINX_DRAIN_SECS", "on SIGTERM, how long in-flight requests may finish"),
     Option("LINX_SERVICE_DOMAIN", "domain under which host-routed services live"),
+    Option("LINX_ACCESS_LOG", "JSON access log: - (stdout), off, or a file path"),
 )
 
 
@@ -88,6 +89,7 @@ class ProxyConfig:
     probe_interval: float = 10.0
     drain_secs: float = 30.0
     service_domain: str | None = None
+    access_log: str = "-"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ProxyConfig:
@@ -124,6 +126,7 @@ class ProxyConfig:
             probe_interval=env_float(environ, "LINX_PROBE_INTERVAL_SECS", 10.0, minimum=0.05),
             drain_secs=env_float(environ, "LINX_DRAIN_SECS", 30.0, minimum=0.0),
             service_domain=domain,
+            access_log=env_str(environ, "LINX_ACCESS_LOG", "-") or "-",
         )
 
 

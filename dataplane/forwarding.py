@@ -121,6 +121,16 @@ def token_subprotocols(req: RequestHead) -> list[bytes]:
     return out
 
 
+def selected_token_subprotocol(req: RequestHead, tokens: list[bytes]) -> bytes | None:
+    """The token entry to select in the 101 when the client offered nothing else, else None."""
+    if not tokens:
+        return None
+    for name, value in req.headers:
+        if name.lower() == b"sec-websocket-protocol" and strip_token_subprotocols(value):
+            return None
+    return b"linx.token." + tokens[0]
+
+
 def websocket_accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key.strip() + WS_GUID).digest())  # noqa: S324 (RFC 6455)
 

@@ -24,6 +24,7 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 from dataplane import access, forwarding
+from dataplane.access_log import request_id
 from dataplane.http_head import (
     HEAD_END,
     LAST_CHUNK,
@@ -80,6 +81,11 @@ class ClientConnection(protocol.Protocol):
         self.in_tunnel = False
         self.websocket = False
         self.upstream_head = b""
+        self.req_bytes = 0
+        self.resp_bytes = 0
+        self.upstream_at = 0.0
+        self.request_id = b""
+        self.ws_selected: bytes | None = None
 
     # ------------------------------------------------------------------ connection life
     def connectionMade(self) -> None:
@@ -205,7 +211,10 @@ class ClientConnection(protocol.Protocol):
 
     def _fail(self, status: int, code: str, message: str) -> None:
         """Answer a malformed request and close: nothing after it can be trusted."""
-        self.ctx.metrics.count_request("", status)
+        self.req = None
+        self.route = None
+        self.request_started_at = self.ctx.reactor.seconds()
+        self._finish(status, code)
         self.transport.write(forwarding.error_response(status, code, message, keep_alive=False))
         self.state = CLOSED
         self.transport.loseConnection()
@@ -217,6 +226,8 @@ class ClientConnection(protocol.Protocol):
         self.request_started_at = now
         self.req = req
         self.status = 0
+        self.request_id = request_id(req.header(b"x-request-id"))
+        self.ws_selected = None
         target = req.target
         qpos = target.find(b"?")
         path, query = (target, b"") if qpos < 0 else (target[:qpos], target[qpos + 1 :])
@@ -263,6 +274,7 @@ class ClientConnection(protocol.Protocol):
             header_tokens = [v.strip() for n, v in req.headers if n.lower() == access.TOKEN_HEADER]
             cookie_tokens, cookies = access.cookie_token(cookie_headers, route.cookie_name)
             sub_tokens = forwarding.token_subprotocols(req) if websocket else []
+            self.ws_selected = forwarding.selected_token_subprotocol(req, sub_tokens)
             creds = access.pick_credentials(query_tokens, header_tokens, cookie_tokens, sub_tokens)
         else:
             cookies = cookie_headers
@@ -304,7 +316,6 @@ class ClientConnection(protocol.Protocol):
                         extra=[cookie, b"Referrer-Policy: no-referrer\r\n"],
                     ),
                     303,
-                    sid,
                 )
                 return
             self.extra_headers.append(cookie)
@@ -318,6 +329,7 @@ class ClientConnection(protocol.Protocol):
             prefix=prefix,
             trusted=self.trusted,
             websocket=websocket,
+            request_id=self.request_id,
         )
         self._start_relay(route, req, head, websocket)
 
@@ -349,12 +361,12 @@ class ClientConnection(protocol.Protocol):
             head_only=req.method == b"HEAD",
             origin=origin,
         )
-        self._local(data, denial.status, sid)
+        self._local(data, denial.status, denial.code)
 
-    def _local(self, data: bytes, status: int, sid: str) -> None:
+    def _local(self, data: bytes, status: int, code: str | None = None) -> None:
         """Send an answer of the proxy's own, then read the next request or close."""
         req = self.req
-        self.ctx.metrics.count_request(sid, status)
+        self._finish(status, code)
         self.transport.write(data)
         if self._can_keep(req):
             self._next_request()
@@ -417,6 +429,7 @@ class ClientConnection(protocol.Protocol):
         )
 
     def _body_data(self, data: bytes) -> None:
+        self.req_bytes += len(data)
         up = self.upstream
         if self.body_decoder is not None:
             try:
@@ -459,17 +472,22 @@ class ClientConnection(protocol.Protocol):
     def response_head(self, resp: ResponseHead, upstream: UpstreamConnection) -> bool:
         """Start the client's response. Returns False if the exchange was ended instead."""
         req = self.req
+        self.upstream_at = self.ctx.reactor.seconds()
         if resp.status == 101:
             if not self.websocket or not _valid_accept(req, resp):
                 self._relay_error(502, "bad_upgrade", "the container's WebSocket handshake is invalid")
                 return False
+            if self.ws_selected is not None and resp.header(b"sec-websocket-protocol") is None:
+                # The client offered only the token carrier, which the container never saw;
+                # browsers fail a handshake that selects none of the offered subprotocols.
+                self.extra_headers.append(b"Sec-WebSocket-Protocol: " + self.ws_selected + b"\r\n")
             self.transport.write(
                 forwarding.client_response_head(
                     resp, framing=Framing.NONE, keep_alive=True, extra=self.extra_headers, upgrade=True
                 )
             )
             self.status = 101
-            self._count(101)
+            self._finish(101)
             self.state = TUNNEL
             self.in_tunnel = True
             self.ctx.metrics.websockets.inc()
@@ -513,7 +531,7 @@ class ClientConnection(protocol.Protocol):
         """The whole response has been relayed."""
         if self.out_framing == Framing.CHUNKED:
             self.transport.write(LAST_CHUNK)
-        self._count(self.status)
+        self._finish(self.status)
         up = self.upstream
         self.upstream = None
         finished_request = not self.receiving_body
@@ -551,7 +569,7 @@ class ClientConnection(protocol.Protocol):
             )
             return
         # Mid-body: make the truncation unmistakable to the client.
-        self._count(self.status)
+        self._finish(self.status)
         self.state = CLOSED
         self.transport.abortConnection()
 
@@ -572,7 +590,7 @@ class ClientConnection(protocol.Protocol):
         except RuntimeError:
             pass
         if self.response_started:
-            self._count(self.status)
+            self._finish(self.status, code)
             self.state = CLOSED
             self.transport.abortConnection()
             return
@@ -587,7 +605,7 @@ class ClientConnection(protocol.Protocol):
             head_only=req.method == b"HEAD",
             origin=req.header(b"origin"),
         )
-        self._count(status)
+        self._finish(status, code)
         self.transport.write(data)
         if keep:
             self._next_request()
@@ -595,10 +613,42 @@ class ClientConnection(protocol.Protocol):
             self.state = CLOSED
             self.transport.loseConnection()
 
-    def _count(self, status: int) -> None:
+    def _finish(self, status: int, code: str | None = None) -> None:
+        """Account for one answered request: metrics and the access log line."""
         ctx = self.ctx
-        ctx.metrics.count_request(self.route.service_id if self.route else "", status)
-        ctx.metrics.latency.observe(ctx.reactor.seconds() - self.request_started_at)
+        now = ctx.reactor.seconds()
+        sid = self.route.service_id if self.route is not None else ""
+        metrics = ctx.metrics
+        metrics.count_request(sid, status)
+        duration = now - self.request_started_at
+        metrics.latency.observe(duration)
+        if self.req_bytes:
+            metrics.bytes_in.inc(self.req_bytes)
+        if self.resp_bytes:
+            metrics.bytes_out.inc(self.resp_bytes)
+        if ctx.access_log.enabled:
+            req = self.req
+            ctx.access_log.write(
+                {
+                    "time": round(now, 3),
+                    "service": sid or None,
+                    "method": req.method.decode("latin-1") if req is not None else None,
+                    "path": req.target.partition(b"?")[0].decode("latin-1") if req is not None else None,
+                    "status": status,
+                    "bytes_in": self.req_bytes,
+                    "bytes_out": self.resp_bytes,
+                    "duration_ms": round(duration * 1000, 3),
+                    "upstream_ms": round((self.upstream_at - self.request_started_at) * 1000, 3)
+                    if self.upstream_at
+                    else None,
+                    "client": self.peer_ip.decode("latin-1"),
+                    "error": code,
+                    "request_id": self.request_id.decode("latin-1") if self.request_id else None,
+                }
+            )
+        self.req_bytes = 0
+        self.resp_bytes = 0
+        self.upstream_at = 0.0
 
     def _next_request(self) -> None:
         self.state = HEAD
@@ -693,6 +743,7 @@ class UpstreamConnection(protocol.Protocol):
         if client is None:
             self.transport.abortConnection()  # bytes on an idle connection: not trustworthy
             return
+        client.resp_bytes += len(data)
         if self.resp is None:
             self._head_data(data)
         else:

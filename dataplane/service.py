@@ -10,6 +10,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from dataplane import admin_http, relay
+from dataplane.access_log import AccessLog
 from dataplane.config import ProxyConfig
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober, RedisWriter
@@ -127,6 +128,7 @@ class ProxyContext:
         self.last_exchange: float | None = None
         self.prober: Prober | None = None
         self.links: LinkUsage | None = None
+        self.access_log = AccessLog(reactor, None)
 
     def sync_fresh(self) -> bool:
         last = self.last_exchange
@@ -155,6 +157,7 @@ class ProxyService(service.Service):
         self.reuse_port = reuse_port
         self.metrics = metrics or Metrics()
         self.ctx = ProxyContext(config, reactor, self.metrics)
+        self.ctx.access_log = AccessLog.from_target(reactor, config.access_log)
         self.schema = Schema(config.redis.key_prefix)
         self.writer = RedisWriter(lambda: make_client(config.redis))
         self.ctx.links = LinkUsage(self.schema, self.writer, reactor)
@@ -232,6 +235,7 @@ class ProxyService(service.Service):
         self.sync.start()
         self.ctx.prober.start()
         self._expiry.start(EXPIRY_CHECK_SECS, now=False)
+        self.ctx.access_log.start()
 
     def _start_listeners(self) -> None:
         """Open the traffic listeners, once the first full sync is in.
@@ -307,6 +311,7 @@ class ProxyService(service.Service):
             yield self.admin_port.stopListening()
         self.sync.stop(timeout=0)
         self.writer.stop()
+        self.ctx.access_log.stop()
 
 
 def _client_connections(ctx: ProxyContext):

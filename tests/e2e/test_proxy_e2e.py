@@ -505,3 +505,43 @@ def _refused(port: int) -> bool:
         return False
     except OSError:
         return True
+
+
+def test_access_log_lines_and_request_id_hold_no_secret(stack, publish, tmp_path):
+    log_file = tmp_path / "access.log"
+    proxy = stack.new_proxy(LINX_ACCESS_LOG=str(log_file)).wait_ready()
+    try:
+        pub = publish()
+        h = {"X-Linx-Token": pub.token}
+        wait_for(lambda: reachable(pub.url("/", proxy), headers=h), 5)
+        got = requests.get(
+            pub.url("/echo?x=1&linx_token=" + pub.token, proxy),
+            headers={"X-Request-Id": "req-123"},
+            timeout=5,
+        ).json()
+        assert hdr(got, "X-Request-Id") == ["req-123"]
+        generated = requests.get(pub.url("/echo", proxy), headers=h, timeout=5).json()
+        assert len(hdr(generated, "X-Request-Id")[0]) == 24
+        requests.get(pub.url("/", proxy), cookies={f"linx_{pub.sid}": pub.token}, timeout=5)
+        requests.get(pub.url("/", proxy), headers={"X-Linx-Token": pub.token + "x"}, timeout=5)
+        ws = ws_connect(pub, proxy.url, subprotocols=[f"linx.token.{pub.token}"])
+        ws.close()
+
+        def lines():
+            return [json.loads(x) for x in log_file.read_text().splitlines()] if log_file.exists() else []
+
+        wait_for(lambda: len(lines()) >= 6, 5)
+        records = lines()
+        mine = [r for r in records if r["request_id"] == "req-123"]
+        assert len(mine) == 1
+        rec = mine[0]
+        assert rec["service"] == pub.sid and rec["method"] == "GET" and rec["status"] == 200
+        assert rec["path"] == f"/linx/{pub.sid}/echo"
+        assert rec["bytes_out"] > 0 and rec["duration_ms"] >= 0 and rec["client"] == "127.0.0.1"
+        assert any(r["status"] == 403 and r["error"] == "token_invalid" for r in records)
+        assert any(r["status"] == 101 for r in records)
+        text = log_file.read_text() + proxy.proc.output() + proxy.metrics()
+        assert pub.token not in text
+        assert pub.token.split(".")[2] not in text
+    finally:
+        proxy.stop()
