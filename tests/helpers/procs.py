@@ -52,6 +52,7 @@ class Proc:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self.log.close()  # the child holds its own descriptor; we read the file by name
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
