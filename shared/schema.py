@@ -267,7 +267,8 @@ def encode_event(kind: str, op: str, ident: str, record: Any = None) -> dict[str
 
 
 def decode_event(position: str | bytes, fields: dict) -> Event:
-    f = {_text(k): _text(v) for k, v in fields.items()}
+    pairs = fields.items() if isinstance(fields, dict) else zip(fields[::2], fields[1::2], strict=True)
+    f = {_text(k): _text(v) for k, v in pairs}
     if f.get("v") != str(SCHEMA_VERSION):
         raise SchemaError(f"event {position!r}: unsupported schema version {f.get('v')!r}")
     kind, op = f.get("kind"), f.get("op")
