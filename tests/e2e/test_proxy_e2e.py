@@ -545,3 +545,30 @@ def test_access_log_lines_and_request_id_hold_no_secret(stack, publish, tmp_path
         assert pub.token.split(".")[2] not in text
     finally:
         proxy.stop()
+
+
+def test_keep_alive_connection_of_a_rotated_service_is_closed_within_2s(publish, stack):
+    pub = publish()
+    echo(pub)
+    port = int(pub.proxy_url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(
+            f"GET /linx/{pub.sid}/echo HTTP/1.1\r\nHost: x\r\nX-Linx-Token: {pub.token}\r\n\r\n".encode()
+        )
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += s.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = int(
+            next(h.split(b":")[1] for h in head.split(b"\r\n") if h.lower().startswith(b"content-length"))
+        )
+        while len(body) < length:
+            body += s.recv(65536)
+        stack.api.call("POST", f"/api/services/{pub.sid}/rotate-token", pub.key, expect=200)
+        t0 = time.monotonic()
+        s.settimeout(3)
+        try:
+            closed = s.recv(1) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed and time.monotonic() - t0 < 2
