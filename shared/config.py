@@ -48,9 +48,7 @@ def env_int(
     return value
 
 
-def env_float(
-    environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0
-) -> float:
+def env_float(environ: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
     raw = env_str(environ, name)
     if raw is None:
         return default
@@ -133,9 +131,7 @@ class RedisSettings:
                 if part.strip()
             )
             if not master:
-                raise ConfigError(
-                    "LINX_REDIS_SENTINEL_MASTER", "required when LINX_REDIS_SENTINELS is set"
-                )
+                raise ConfigError("LINX_REDIS_SENTINEL_MASTER", "required when LINX_REDIS_SENTINELS is set")
         cluster = env_bool(environ, "LINX_REDIS_CLUSTER", False)
         prefix = environ.get("LINX_KEY_PREFIX", cls.key_prefix)
         if not prefix or any(c.isspace() for c in prefix):
@@ -143,8 +139,7 @@ class RedisSettings:
         if cluster and not _has_hash_tag(prefix):
             raise ConfigError(
                 "LINX_KEY_PREFIX",
-                "in Cluster mode the prefix must hold a hash tag such as '{linx}:', "
-                f"got {prefix!r}",
+                f"in Cluster mode the prefix must hold a hash tag such as '{{linx}}:', got {prefix!r}",
             )
         return cls(url, sentinels, master, cluster, prefix)
 
