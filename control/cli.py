@@ -68,8 +68,8 @@ class Settings:
     """What the root options say; builds one ``Client`` on first use."""
 
     api_url: str
-    api_key: str | None
-    admin_token: str | None
+    api_key: str | None = field(repr=False)
+    admin_token: str | None = field(repr=False)
     timeout: float
     json: bool
     _client: Client | None = field(default=None, repr=False)
@@ -293,7 +293,9 @@ def containers_cmd(settings: Settings, as_json: bool) -> None:
 @click.option("--public", is_flag=True, help="No token: anyone with the URL may open it.")
 @click.option("--routing", type=click.Choice(ROUTING_MODES), help="path (default) or host routing.")
 @click.option(
-    "--cors-preflight", type=click.Choice(CORS_MODES), help="Relay CORS preflights unauthenticated."
+    "--cors-preflight",
+    type=click.Choice(CORS_MODES),
+    help="passthrough: CORS preflights reach the app without a token.",
 )
 @json_option
 @click.pass_obj

@@ -11,6 +11,9 @@ from shared.config import ConfigError
 
 
 def _run_one(environ: dict[str, str], reuse_port: bool) -> None:
+    from dataplane.reactor import install
+
+    install()  # before anything imports twisted.internet.reactor
     from twisted.internet import defer, task
     from twisted.logger import globalLogBeginner, textFileLogObserver
 

@@ -41,7 +41,7 @@ TOKEN_EXPIRED = Denial(403, "token_expired", "the access token has expired")
 EXPIRED = Denial(410, "service_expired", "this service has expired")
 WS_DISABLED = Denial(403, "websockets_disabled", "WebSockets are not enabled for this service")
 ORIGIN_MISMATCH = Denial(
-    403, "origin_mismatch", "a WebSocket authenticated by cookie must come from the same origin"
+    403, "origin_mismatch", "a request authenticated by cookie alone must come from the same origin"
 )
 SYNC_STALE = Denial(503, "sync_stale", "the proxy has lost its route sync; try again shortly")
 TARGET_UNAVAILABLE = Denial(
@@ -165,8 +165,17 @@ def decide(
     websocket: bool = False,
     preflight: bool = False,
     same_origin: bool = True,
+    unsafe_cross_origin: bool = False,
 ) -> Decision:
-    """The access table, in the spec's order of checks. Pure."""
+    """The access table, in the spec's order of checks. Pure.
+
+    ``same_origin``: a WebSocket upgrade's ``Origin`` names the request's own host.
+    ``unsafe_cross_origin``: a state-changing method (not GET/HEAD/OPTIONS) whose ``Origin``
+    names another host. Both matter only when the cookie alone authenticates the request: a
+    page of one service must not make the browser write to another service with that
+    service's cookie (sibling host names are one "site", so SameSite=Lax does not stop it).
+    Services with ``cors_preflight: passthrough`` opted into cross-origin use and keep it.
+    """
     if route is None:
         return NOT_FOUND
     grant = PUBLIC_GRANT
@@ -188,6 +197,8 @@ def decide(
             return WS_DISABLED
         if grant.source == "cookie" and not same_origin:
             return ORIGIN_MISMATCH
+    elif unsafe_cross_origin and grant.source == "cookie" and not route.cors_passthrough:
+        return ORIGIN_MISMATCH
     if not route.public and not fresh:
         return SYNC_STALE
     if not route.usable:

@@ -33,6 +33,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 _ALWAYS_DROPPED = frozenset({b"x-linx-token", b"x-forwarded-prefix"})
+# Never removed because a client named it in ``Connection``: the container must get the Host.
+_NEVER_HOP_BY_HOP = frozenset({b"host"})
 _FORWARDING = frozenset(
     {
         b"x-forwarded-for",
@@ -58,7 +60,7 @@ def upstream_request_head(
     request_id: bytes | None = None,
 ) -> bytes:
     """The head to send to the container for ``req`` (``target``: path and query to use)."""
-    drop = HOP_BY_HOP | req.connection_tokens
+    drop = HOP_BY_HOP | (req.connection_tokens - _NEVER_HOP_BY_HOP)
     out = [req.method, b" ", target, b" HTTP/1.1\r\n"]
     xff: list[bytes] = []
     proto = host = None

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from dataplane import access, forwarding
 from dataplane.access_log import request_id
+from dataplane.fastio import direct_socket, send
 from dataplane.http_head import (
     HEAD_END,
     LAST_CHUNK,
@@ -47,6 +48,7 @@ log = Logger()
 HEAD, RELAY, TUNNEL, CLOSED = range(4)
 MAX_RESPONSE_HEAD = 65536
 LINX_PREFIX = b"/linx/"
+_SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 
 
 class ClientConnection(protocol.Protocol):
@@ -86,12 +88,16 @@ class ClientConnection(protocol.Protocol):
         self.upstream_at = 0.0
         self.request_id = b""
         self.ws_selected: bytes | None = None
+        self.sock = None
+        self.corked = False
+        self.out: list[bytes] = []
 
     # ------------------------------------------------------------------ connection life
     def connectionMade(self) -> None:
         ctx = self.ctx
         ctx.open_connections += 1
         ctx.live_connections.add(self)
+        self.sock = direct_socket(self.transport)
         ctx.metrics.open_connections.inc()
         peer = self.transport.getPeer()
         host = getattr(peer, "host", "127.0.0.1")
@@ -124,6 +130,23 @@ class ClientConnection(protocol.Protocol):
             self.upstream = None
             up.client_gone()
 
+    def _write(self, data: bytes) -> None:
+        """Send to the client; while corked (inside one upstream read), gather instead."""
+        if self.corked:
+            self.out.append(data)
+        else:
+            send(self.transport, self.sock, data)
+
+    def _flush(self) -> None:
+        if self.out:
+            data = b"".join(self.out)
+            self.out = []
+            send(self.transport, self.sock, data)
+
+    def _close(self) -> None:
+        self._flush()
+        self.transport.loseConnection()
+
     def _set_timer(self, delay: float, fn) -> None:
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
@@ -142,12 +165,12 @@ class ClientConnection(protocol.Protocol):
         if self.buf:
             self._fail(408, "head_timeout", "the request head did not arrive in time")
         else:
-            self.transport.loseConnection()
+            self._close()
 
     def _idle_timeout(self) -> None:
         self.timer = None
         if self.state == HEAD and not self.buf:
-            self.transport.loseConnection()
+            self._close()
 
     def revoke(self) -> None:
         """Close now: the service (or the key) this connection relies on was revoked."""
@@ -164,7 +187,8 @@ class ClientConnection(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         state = self.state
         if state == TUNNEL:
-            self.upstream.transport.write(data)
+            up = self.upstream
+            send(up.transport, up.sock, data)
             return
         if state == RELAY and self.receiving_body:
             self._body_data(data)
@@ -215,9 +239,9 @@ class ClientConnection(protocol.Protocol):
         self.route = None
         self.request_started_at = self.ctx.reactor.seconds()
         self._finish(status, code)
-        self.transport.write(forwarding.error_response(status, code, message, keep_alive=False))
+        self._write(forwarding.error_response(status, code, message, keep_alive=False))
         self.state = CLOSED
-        self.transport.loseConnection()
+        self._close()
 
     # -------------------------------------------------------------------- routing
     def _handle(self, req: RequestHead) -> None:
@@ -280,10 +304,11 @@ class ClientConnection(protocol.Protocol):
             cookies = cookie_headers
             creds = access.NO_CREDENTIALS
         same_origin = True
-        if websocket and origin is not None:
-            same_origin = _origin_host(origin) == req.host.lower()
-        elif websocket:
-            same_origin = False
+        unsafe_cross_origin = False
+        if websocket:
+            same_origin = origin is not None and _origin_host(origin) == req.host.lower()
+        elif origin is not None and req.method not in _SAFE_METHODS:
+            unsafe_cross_origin = _origin_host(origin) != req.host.lower()
         decision = access.decide(
             route,
             creds,
@@ -292,6 +317,7 @@ class ClientConnection(protocol.Protocol):
             websocket=websocket,
             preflight=preflight,
             same_origin=same_origin,
+            unsafe_cross_origin=unsafe_cross_origin,
         )
         sid = route.service_id if route is not None else ""
         if isinstance(decision, access.Denial):
@@ -367,12 +393,12 @@ class ClientConnection(protocol.Protocol):
         """Send an answer of the proxy's own, then read the next request or close."""
         req = self.req
         self._finish(status, code)
-        self.transport.write(data)
+        self._write(data)
         if self._can_keep(req):
             self._next_request()
         else:
             self.state = CLOSED
-            self.transport.loseConnection()
+            self._close()
 
     # --------------------------------------------------------------------- relaying
     def _start_relay(self, route, req: RequestHead, head: bytes, websocket: bool) -> None:
@@ -395,6 +421,8 @@ class ClientConnection(protocol.Protocol):
                 self._body_data(leftover)
             else:
                 self.buf = leftover
+        if self.state != RELAY:
+            return  # the body already in hand was malformed: refused, nothing goes upstream
         self.ctx.pool.acquire(route.target, self, fresh=websocket)
 
     def upstream_ready(self, up: UpstreamConnection) -> None:
@@ -404,10 +432,11 @@ class ClientConnection(protocol.Protocol):
             return
         self.upstream = up
         self.ctx.prober.observed(self.route, True)
-        up.transport.write(self.upstream_head)
         if self.pending_body:
-            up.transport.writeSequence(self.pending_body)
+            send(up.transport, up.sock, b"".join([self.upstream_head, *self.pending_body]))
             self.pending_body = []
+        else:
+            send(up.transport, up.sock, self.upstream_head)
         # Back-pressure both ways: a full write buffer on one side pauses reads on the other.
         up.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(up.transport, True)
@@ -448,7 +477,7 @@ class ClientConnection(protocol.Protocol):
                 self.buf = rest
             if out:
                 if up is not None:
-                    up.transport.writeSequence(out)
+                    send(up.transport, up.sock, b"".join(out))
                 else:
                     self.pending_body += out
         else:
@@ -462,7 +491,7 @@ class ClientConnection(protocol.Protocol):
                 self.body_remaining = remaining - len(data)
             if piece:
                 if up is not None:
-                    up.transport.write(piece)
+                    send(up.transport, up.sock, piece)
                 else:
                     self.pending_body.append(piece)
         if not self.receiving_body and self.buf and len(self.buf) > self.ctx.config.max_head_bytes:
@@ -481,7 +510,7 @@ class ClientConnection(protocol.Protocol):
                 # The client offered only the token carrier, which the container never saw;
                 # browsers fail a handshake that selects none of the offered subprotocols.
                 self.extra_headers.append(b"Sec-WebSocket-Protocol: " + self.ws_selected + b"\r\n")
-            self.transport.write(
+            self._write(
                 forwarding.client_response_head(
                     resp, framing=Framing.NONE, keep_alive=True, extra=self.extra_headers, upgrade=True
                 )
@@ -492,7 +521,7 @@ class ClientConnection(protocol.Protocol):
             self.in_tunnel = True
             self.ctx.metrics.websockets.inc()
             if self.buf:
-                upstream.transport.write(self.buf)
+                send(upstream.transport, upstream.sock, self.buf)
                 self.buf = b""
             return True
         self.response_started = True
@@ -503,7 +532,7 @@ class ClientConnection(protocol.Protocol):
             framing = Framing.CHUNKED if client_11 else Framing.CLOSE
         self.out_framing = framing
         self.keep_alive = req.keep_alive and framing != Framing.CLOSE
-        self.transport.write(
+        self._write(
             forwarding.client_response_head(
                 resp, framing=framing, keep_alive=self.keep_alive, extra=self.extra_headers
             )
@@ -512,7 +541,7 @@ class ClientConnection(protocol.Protocol):
 
     def informational(self, data: bytes) -> None:
         if self.req.version == (1, 1):
-            self.transport.write(data)
+            self._write(data)
 
     def response_body(self, pieces: list[bytes]) -> None:
         if self.out_framing == Framing.CHUNKED:
@@ -521,16 +550,16 @@ class ClientConnection(protocol.Protocol):
                 if piece:
                     out += encode_chunk(piece)
             if out:
-                self.transport.writeSequence(out)
+                self._write(b"".join(out))
         elif len(pieces) == 1:
-            self.transport.write(pieces[0])
+            self._write(pieces[0])
         else:
-            self.transport.writeSequence(pieces)
+            self._write(b"".join(pieces))
 
     def response_done(self, upstream_reusable: bool) -> None:
         """The whole response has been relayed."""
         if self.out_framing == Framing.CHUNKED:
-            self.transport.write(LAST_CHUNK)
+            self._write(LAST_CHUNK)
         self._finish(self.status)
         up = self.upstream
         self.upstream = None
@@ -543,14 +572,14 @@ class ClientConnection(protocol.Protocol):
             self._next_request()
         else:
             self.state = CLOSED
-            self.transport.loseConnection()
+            self._close()
 
     def upstream_lost(self, before_response: bool, reused: bool) -> None:
         """The container's connection broke during the exchange."""
         if self.state == TUNNEL:
             self.upstream = None
             self.state = CLOSED
-            self.transport.loseConnection()
+            self._close()
             return
         if self.state != RELAY:
             return
@@ -606,12 +635,12 @@ class ClientConnection(protocol.Protocol):
             origin=req.header(b"origin"),
         )
         self._finish(status, code)
-        self.transport.write(data)
+        self._write(data)
         if keep:
             self._next_request()
         else:
             self.state = CLOSED
-            self.transport.loseConnection()
+            self._close()
 
     def _finish(self, status: int, code: str | None = None) -> None:
         """Account for one answered request: metrics and the access log line."""
@@ -707,9 +736,11 @@ class UpstreamConnection(protocol.Protocol):
         self.connected = False
         self.uses = 0
         self.tunnel = False
+        self.sock = None
 
     def connectionMade(self) -> None:
         self.connected = True
+        self.sock = direct_socket(self.transport)
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         client = self.client
@@ -738,16 +769,23 @@ class UpstreamConnection(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         client = self.client
         if self.tunnel:
-            client.transport.write(data)
+            send(client.transport, client.sock, data)
             return
         if client is None:
             self.transport.abortConnection()  # bytes on an idle connection: not trustworthy
             return
         client.resp_bytes += len(data)
-        if self.resp is None:
-            self._head_data(data)
-        else:
-            self._body_data(data)
+        # Cork the client while this read is processed: a small response's head and body
+        # (and a chunked body's pieces) leave in one send.
+        client.corked = True
+        try:
+            if self.resp is None:
+                self._head_data(data)
+            else:
+                self._body_data(data)
+        finally:
+            client.corked = False
+            client._flush()
 
     def _head_data(self, data: bytes) -> None:
         client = self.client
@@ -789,7 +827,7 @@ class UpstreamConnection(protocol.Protocol):
         if resp.status == 101:
             self.tunnel = True
             if rest:
-                client.transport.write(rest)
+                client._write(rest)
             return
         self.framing = resp.framing
         if self.framing == Framing.LENGTH:

@@ -203,3 +203,23 @@ def test_pick_credentials_prefers_query_and_refuses_duplicates():
     assert access.pick_credentials([b"A", b"B"], [], [], []).ambiguous
     # the same value twice is not ambiguous
     assert access.pick_credentials([b"A", b"A"], [], [], []).token == "A"
+
+
+def test_cookie_only_unsafe_request_from_another_origin_is_403():
+    r = f.route()
+    tok = r.service.token
+    assert (
+        decide(r, creds(tok, "cookie"), NOW, fresh=True, unsafe_cross_origin=True) is access.ORIGIN_MISMATCH
+    )
+    # an explicit token (header, query) is not something a foreign page can borrow
+    assert isinstance(
+        decide(r, creds(tok, "header"), NOW, fresh=True, unsafe_cross_origin=True), access.Grant
+    )
+    # services that opted into cross-origin use keep it
+    open_route = f.route(cors_preflight="passthrough")
+    assert isinstance(
+        decide(
+            open_route, creds(open_route.service.token, "cookie"), NOW, fresh=True, unsafe_cross_origin=True
+        ),
+        access.Grant,
+    )

@@ -212,9 +212,13 @@ def test_share_link_lifecycle(hw):
     assert ws.recv() == "x"
     hw.api.call("DELETE", f"{base}/{link['link_id']}", hw.key, expect=204)
     t0 = time.monotonic()
-    with pytest.raises((websocket.WebSocketConnectionClosedException, OSError)):
-        while True:
-            ws.recv()
+    try:
+        with pytest.raises((websocket.WebSocketConnectionClosedException, OSError)):
+            while True:
+                ws.recv()
+    finally:
+        ws.close()
+        ws.shutdown()
     assert time.monotonic() - t0 < 2
     assert requests.get(url, timeout=5).status_code == 403
     # revoking the link revoked nothing else
@@ -323,3 +327,20 @@ def test_patch_ttl_and_auth_mode_reach_the_proxy_within_1s(hw):
     wait_for(lambda: requests.get(url, headers={"X-Linx-Token": tok}, timeout=5).status_code == 410, 3)
     hw.api.call("PATCH", f"/api/services/{sid}", hw.key, json={"ttl_secs": 3600}, expect=200)
     wait_for(lambda: requests.get(url, headers={"X-Linx-Token": tok}, timeout=5).status_code == 200, 1)
+
+
+def test_cookie_only_write_from_another_origin_is_refused(hw):
+    svc = hw.publish(routing="host")
+    tok = token_of(svc["public_url"])
+    host = label_host(svc, hw.proxy.port)
+    wait_for(lambda: hw.get(host, "/", headers={"X-Linx-Token": tok}).status_code == 200, 2)
+    url = f"http://127.0.0.1:{hw.proxy.port}/form"
+    cookie = {"Cookie": f"linx_{svc['service_id']}={tok}", "Host": host}
+    evil = requests.post(
+        url, headers={**cookie, "Origin": "http://lnx-evil.svc.linx.test"}, data=b"x", timeout=5
+    )
+    assert evil.status_code == 403 and evil.headers["X-Linx-Error"] == "origin_mismatch"
+    same = requests.post(url, headers={**cookie, "Origin": f"http://{host}"}, data=b"x", timeout=5)
+    assert same.status_code == 200
+    no_origin = requests.post(url, headers=cookie, data=b"x", timeout=5)  # curl, not a browser page
+    assert no_origin.status_code == 200

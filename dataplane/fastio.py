@@ -1,0 +1,40 @@
+"""Writing to a TCP transport without a round trip through the reactor when nothing is queued.
+
+Twisted's ``transport.write`` always buffers and registers write interest, so each response
+costs two ``epoll_ctl`` calls and a trip through the reactor loop before the first byte leaves.
+When the transport has nothing queued (the common case for request/response traffic), we send
+at once and hand only an unsent remainder to Twisted, which keeps ordering, back-pressure and
+error handling exactly as before. TLS transports and anything unusual take the normal path.
+"""
+
+from __future__ import annotations
+
+from twisted.internet import tcp
+
+
+def direct_socket(transport):
+    """The transport's socket when ``send`` may bypass it, else None."""
+    if isinstance(transport, tcp.Connection):
+        return transport.socket
+    return None
+
+
+def send(transport, sock, data: bytes) -> None:
+    """Write ``data`` to ``transport`` (whose socket is ``sock``, or None), in order."""
+    if (
+        sock is not None
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
+        and transport.connected
+        and not transport.disconnecting
+    ):
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            sent = 0  # Twisted's own write path notices the error and reports the loss
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)

@@ -1,0 +1,55 @@
+"""``python -m bench --quick`` runs end to end and reports every workload (no thresholds)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.__main__ import WORKLOAD_KEYS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.e2e
+
+
+def _run(tmp_path: Path, *extra: str) -> dict:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--json", str(out), *extra],
+        cwd=str(ROOT),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "| keep-alive small GET" in proc.stdout  # the table was printed
+    return json.loads(out.read_text())
+
+
+def _check(results: dict) -> None:
+    workloads = results["workloads"]
+    assert set(WORKLOAD_KEYS) <= set(workloads)
+    for key in WORKLOAD_KEYS:
+        value = workloads[key]["linx"]
+        assert isinstance(value, int | float) and math.isfinite(value), (key, value)
+    for key in ("keepalive_rps", "close_rps", "download_MBps", "upload_MBps", "ws_echo_msgs", "ws_1mib_MBps"):
+        direct = workloads[key]["direct"]
+        assert isinstance(direct, int | float) and direct > 0, (key, direct)
+        assert workloads[key]["linx"] > 0, key
+    assert results["details"]["routes"]["sample_route_ok"]
+
+
+def test_quick_bench_with_installed_tools(tmp_path):
+    _check(_run(tmp_path))
+
+
+def test_quick_bench_fallbacks(tmp_path):
+    """Without wrk and nginx: the Python load generator and the peer as the HTTP backend."""
+    results = _run(tmp_path, "--no-wrk", "--no-nginx")
+    assert results["meta"]["http_load"].startswith("python-load")
+    _check(results)
