@@ -49,6 +49,9 @@ HEAD, RELAY, TUNNEL, CLOSED = range(4)
 MAX_RESPONSE_HEAD = 65536
 LINX_PREFIX = b"/linx/"
 _SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+# Read size and back-pressure threshold per transport: larger than Twisted's 64 KiB default,
+# so bulk transfers take fewer reactor turns; still bounded, so a slow peer costs little memory.
+BUFFER_SIZE = 256 * 1024
 
 
 class ClientConnection(protocol.Protocol):
@@ -90,6 +93,7 @@ class ClientConnection(protocol.Protocol):
         self.ws_selected: bytes | None = None
         self.sock = None
         self.corked = False
+        self.paused_for_connect = False
         self.out: list[bytes] = []
 
     # ------------------------------------------------------------------ connection life
@@ -98,6 +102,8 @@ class ClientConnection(protocol.Protocol):
         ctx.open_connections += 1
         ctx.live_connections.add(self)
         self.sock = direct_socket(self.transport)
+        if self.sock is not None:
+            self.transport.bufferSize = BUFFER_SIZE
         ctx.metrics.open_connections.inc()
         peer = self.transport.getPeer()
         host = getattr(peer, "host", "127.0.0.1")
@@ -407,8 +413,6 @@ class ClientConnection(protocol.Protocol):
         self.retried = False
         self.upstream_head = head
         self.websocket = websocket
-        # Read no body bytes until the container is connected (they would have nowhere to go).
-        self.transport.pauseProducing()
         leftover, self.buf = self.buf, b""
         self.pending_body = []
         self.receiving_body = req.has_body
@@ -424,6 +428,11 @@ class ClientConnection(protocol.Protocol):
         if self.state != RELAY:
             return  # the body already in hand was malformed: refused, nothing goes upstream
         self.ctx.pool.acquire(route.target, self, fresh=websocket)
+        if self.upstream is None and self.state == RELAY:
+            # A new connection is on its way: read no more body bytes until it is up (they
+            # would have nowhere to go). A pooled one was lent at once: no pause, no syscalls.
+            self.paused_for_connect = True
+            self.transport.pauseProducing()
 
     def upstream_ready(self, up: UpstreamConnection) -> None:
         """Called by the pool with a connected upstream (new or reused)."""
@@ -441,7 +450,9 @@ class ClientConnection(protocol.Protocol):
         up.transport.registerProducer(self.transport, True)
         self.transport.registerProducer(up.transport, True)
         up.expect_response(self.req.method, self.ctx.config.response_timeout)
-        self.transport.resumeProducing()
+        if self.paused_for_connect:
+            self.paused_for_connect = False
+            self.transport.resumeProducing()
 
     def upstream_failed(self, reason) -> None:
         """The connect failed (refused, unreachable or timed out)."""
@@ -590,6 +601,7 @@ class ClientConnection(protocol.Protocol):
             if reused and not self.retried and not self.req.has_body:
                 self.retried = True
                 self.transport.unregisterProducer()
+                self.paused_for_connect = True
                 self.transport.pauseProducing()
                 self.ctx.pool.acquire(self.route.target, self, fresh=True)
                 return
@@ -657,23 +669,18 @@ class ClientConnection(protocol.Protocol):
             metrics.bytes_out.inc(self.resp_bytes)
         if ctx.access_log.enabled:
             req = self.req
-            ctx.access_log.write(
-                {
-                    "time": round(now, 3),
-                    "service": sid or None,
-                    "method": req.method.decode("latin-1") if req is not None else None,
-                    "path": req.target.partition(b"?")[0].decode("latin-1") if req is not None else None,
-                    "status": status,
-                    "bytes_in": self.req_bytes,
-                    "bytes_out": self.resp_bytes,
-                    "duration_ms": round(duration * 1000, 3),
-                    "upstream_ms": round((self.upstream_at - self.request_started_at) * 1000, 3)
-                    if self.upstream_at
-                    else None,
-                    "client": self.peer_ip.decode("latin-1"),
-                    "error": code,
-                    "request_id": self.request_id.decode("latin-1") if self.request_id else None,
-                }
+            ctx.access_log.request(
+                now,
+                sid,
+                req,
+                status,
+                self.req_bytes,
+                self.resp_bytes,
+                duration,
+                self.upstream_at - self.request_started_at if self.upstream_at else None,
+                self.peer_ip,
+                code,
+                self.request_id,
             )
         self.req_bytes = 0
         self.resp_bytes = 0
@@ -741,6 +748,8 @@ class UpstreamConnection(protocol.Protocol):
     def connectionMade(self) -> None:
         self.connected = True
         self.sock = direct_socket(self.transport)
+        if self.sock is not None:
+            self.transport.bufferSize = BUFFER_SIZE
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         client = self.client

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import subprocess
+import sys
+import tomllib
 
 import click
 import pytest
 from click.testing import CliRunner
 
-from control.cli import cli, parse_duration, table
+from control.cli import cli, main, parse_duration, table
 from control.client import (
     Client,
     LinxApiError,
@@ -24,7 +27,7 @@ from control.client import (
     LinxNotReadyError,
 )
 from deploy.redis_process import free_port
-from tests.helpers.procs import ADMIN_TOKEN, Api, ControlPlane, Proxy
+from tests.helpers.procs import ADMIN_TOKEN, ROOT, Api, ControlPlane, Proxy
 
 pytestmark = pytest.mark.e2e
 
@@ -151,6 +154,23 @@ def test_table_aligns_columns_and_shows_missing_values_as_dashes():
         "x     -",
         "yyyy  z",
     ]
+
+
+def test_console_script(capsys):
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["linx"] == "control.cli:main"
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    assert "publish" in capsys.readouterr().out
+    module = subprocess.run(
+        [sys.executable, "-m", "control.cli", "wait-ready", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert module.returncode == 0 and "--keep-waiting" in module.stdout
 
 
 # ------------------------------------------------------------------------- tenant commands

@@ -1,0 +1,55 @@
+"""Access log lines are valid JSON whatever the path, and request ids are safe and unique."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from twisted.internet.task import Clock
+
+from dataplane.access_log import AccessLog, request_id
+from dataplane.http_head import parse_request_head
+
+
+def test_lines_are_json_even_for_odd_paths_and_hold_no_query():
+    out = io.StringIO()
+    log = AccessLog(Clock(), out)
+    req = parse_request_head(b'GET /linx/x/a"b\\c?linx_token=SECRET HTTP/1.1\r\nHost: h\r\n\r\n', 100)
+    log.request(1.5, "lnx_x", req, 200, 3, 40, 0.0123, 0.002, b"127.0.0.1", None, b"abc")
+    log.request(2.0, "", None, 400, 0, 0, 0.0, None, b"::1", "bad_host", b"")
+    log.flush()
+    first, second = (json.loads(line) for line in out.getvalue().splitlines())
+    assert first["path"] == '/linx/x/a"b\\c' and first["status"] == 200 and first["upstream_ms"] == 2.0
+    assert first["duration_ms"] == 12.3 and first["request_id"] == "abc" and first["error"] is None
+    assert second == {
+        "time": 2.0,
+        "service": None,
+        "method": None,
+        "path": None,
+        "status": 400,
+        "bytes_in": 0,
+        "bytes_out": 0,
+        "duration_ms": 0.0,
+        "upstream_ms": None,
+        "client": "::1",
+        "error": "bad_host",
+        "request_id": None,
+    }
+    assert "SECRET" not in out.getvalue()
+
+
+def test_lines_are_batched_until_flush():
+    out = io.StringIO()
+    log = AccessLog(Clock(), out)
+    log.request(1.0, "s", None, 200, 0, 0, 0.0, None, b"1.2.3.4", None, b"r")
+    assert out.getvalue() == ""
+    log.flush()
+    assert out.getvalue().count("\n") == 1
+
+
+def test_request_ids():
+    assert request_id(b"abc-123") == b"abc-123"
+    assert request_id(b'evil"id') != b'evil"id'
+    assert request_id(b"x" * 129) != b"x" * 129
+    ids = {request_id(None) for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 24 for i in ids)
