@@ -142,15 +142,17 @@ def verify_token(route: Route, token: str, now: float) -> tokens.Verification:
     the cache); key expiry is re-checked against ``now`` on every call.
     """
     cache = route.token_cache
+    if cache is None:
+        cache = route.token_cache = {}
     kid = cache.get(token)
     if kid is None:
-        result = tokens.verify(token, route.service_id, route.keys, float("-inf"))
+        result = tokens.verify(token, route.service_id, route, float("-inf"))
         if result.verdict is not tokens.Verdict.VALID:
             return tokens.INVALID
         if len(cache) >= _TOKEN_CACHE_MAX:
             cache.clear()
         kid = cache[token] = result.kid
-    key = route.keys[kid]
+    key = route.get(kid)
     if key.expires_at is not None and now >= key.expires_at:
         return tokens.Verification(tokens.Verdict.EXPIRED, kid)
     return tokens.Verification(tokens.Verdict.VALID, kid)

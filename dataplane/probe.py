@@ -8,6 +8,7 @@ several replicas neither flood Redis nor rewrite each other's answer at every pr
 
 from __future__ import annotations
 
+import heapq
 import queue
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from shared.schema import Readiness
 log = Logger()
 REFRESH_SECS = 60.0
 MAX_IN_FLIGHT = 256
+BATCH = 500
 
 
 class _ProbeProtocol(protocol.Protocol):
@@ -63,9 +65,14 @@ class Prober:
         self.report = report
         self.interval = interval
         self.connect_timeout = connect_timeout
-        self.due: dict[str, float] = {}
+        # Probes are per target (address, port), not per service: many services may share one,
+        # and 100,000 routes must not mean 100,000 connects every interval.
+        self.members: dict[tuple[str, int], set[str]] = {}
+        self.target_of: dict[str, tuple[str, int]] = {}
+        self.scheduled: dict[tuple[str, int], float] = {}
+        self.heap: list[tuple[float, tuple[str, int]]] = []
+        self.in_flight: set[tuple[str, int]] = set()
         self.last: dict[str, tuple[str, str, float]] = {}
-        self.in_flight = 0
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
 
@@ -77,44 +84,76 @@ class Prober:
             self._loop.stop()
 
     def routes_changed(self, service_ids: set[str]) -> None:
+        """Routes appeared, changed or went: (re)schedule their targets for a probe now."""
         now = self.reactor.seconds()
         for sid in service_ids:
-            if self.table.get(sid) is None:
-                self.due.pop(sid, None)
+            old = self.target_of.pop(sid, None)
+            if old is not None:
+                sids = self.members.get(old)
+                if sids is not None:
+                    sids.discard(sid)
+                    if not sids:
+                        del self.members[old]
+                        self.scheduled.pop(old, None)
+            route = self.table.get(sid)
+            if route is None:
                 self.last.pop(sid, None)
-            else:
-                self.due[sid] = now
+                continue
+            if not route.usable or route.target is None:
+                continue  # the control plane derives target_unreachable from the container itself
+            target = route.target
+            self.target_of[sid] = target
+            self.members.setdefault(target, set()).add(sid)
+            self._schedule(target, now)
+
+    def _schedule(self, target: tuple[str, int], when: float) -> None:
+        current = self.scheduled.get(target)
+        if current is not None and current <= when:
+            return
+        self.scheduled[target] = when
+        heapq.heappush(self.heap, (when, target))
 
     def _tick(self) -> None:
         now = self.reactor.seconds()
-        for sid, when in list(self.due.items()):
-            if self.in_flight >= MAX_IN_FLIGHT:
-                break
-            if when > now:
-                continue
-            route = self.table.get(sid)
-            if route is None:
-                del self.due[sid]
-                continue
-            self.due[sid] = now + self.interval
-            self.probe(route)
+        heap = self.heap
+        while heap and heap[0][0] <= now and len(self.in_flight) < MAX_IN_FLIGHT:
+            when, target = heapq.heappop(heap)
+            if self.scheduled.get(target) != when:
+                continue  # superseded by an earlier schedule, or the target is gone
+            del self.scheduled[target]
+            self._schedule(target, now + self.interval)
+            self._probe(target)
 
-    def probe(self, route: Route) -> None:
-        if not route.usable or route.target is None:
-            return  # the control plane derives target_unreachable from the container itself
-        if not route.allowed:
-            self.observed(route, False)
+    def _probe(self, target: tuple[str, int]) -> None:
+        sids = self.members.get(target)
+        if not sids or target in self.in_flight:
             return
-        self.in_flight += 1
+        route = self.table.get(next(iter(sids)))
+        if route is None:
+            return
+        if not route.allowed:  # same address, same verdict for every service of this target
+            self._result(target, False)
+            return
+        self.in_flight.add(target)
 
         def finished(ok: bool) -> None:
-            self.in_flight -= 1
-            current = self.table.get(route.service_id)
-            if current is not None and current.target_text == route.target_text:
-                self.observed(current, ok)
+            self.in_flight.discard(target)
+            self._result(target, ok)
 
-        host, port = route.target
-        self.reactor.connectTCP(host, port, _ProbeFactory(finished), timeout=self.connect_timeout)
+        self.reactor.connectTCP(target[0], target[1], _ProbeFactory(finished), timeout=self.connect_timeout)
+
+    def _result(self, target: tuple[str, int], ok: bool) -> None:
+        for sid in list(self.members.get(target, ())):
+            route = self.table.get(sid)
+            if route is not None and route.target == target:
+                self.observed(route, ok)
+
+    def probe(self, route: Route) -> None:
+        """Probe ``route``'s target now (tests and operators; the schedule does the rest)."""
+        if route.target is not None and route.usable:
+            self.members.setdefault(route.target, set()).add(route.service_id)
+            self.target_of[route.service_id] = route.target
+            self._probe(route.target)
 
     def observed(self, route: Route | None, ok: bool) -> None:
         """A probe or a relay connect succeeded or failed: report it if that is news."""
@@ -152,7 +191,7 @@ class RedisWriter:
         self.queue.put(None)
 
     def submit(self, write: Callable[[object], None]) -> None:
-        """Queue ``write(client)``; called from the reactor thread."""
+        """Queue ``write(pipe)`` (a non-transactional pipeline); called from the reactor thread."""
         try:
             self.queue.put_nowait(write)
         except queue.Full:
@@ -161,12 +200,21 @@ class RedisWriter:
     def _run(self) -> None:
         client = None
         while True:
-            write = self.queue.get()
-            if write is None:
-                return
+            batch = [self.queue.get()]
+            # Everything already queued goes in the same round trip (a pipeline).
+            while len(batch) < BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            stop = None in batch
+            writes = [w for w in batch if w is not None]
             try:
-                if client is None:
-                    client = self.client_factory()
-                write(client)
+                if writes:
+                    if client is None:
+                        client = self.client_factory()
+                    pipe = client.pipeline(transaction=False)
+                    for write in writes:
+                        write(pipe)
+                    pipe.execute(raise_on_error=False)
             except Exception as exc:
                 log.warn("redis writer: {err}", err=f"{type(exc).__name__}: {exc}")
+            if stop:
+                return

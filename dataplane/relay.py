@@ -366,7 +366,7 @@ class ClientConnection(protocol.Protocol):
         self._start_relay(route, req, head, websocket)
 
     def _token_cookie(self, route, decision: access.Grant, now: float) -> bytes:
-        key = route.keys.get(decision.kid)
+        key = route.get(decision.kid)
         ends = [t for t in (route.expires_at, key.expires_at if key else None) if t is not None]
         max_age = int(min(ends) - now) if ends else None
         path = b"/" if route.host_routed else route.prefix + b"/"

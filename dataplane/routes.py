@@ -19,59 +19,93 @@ from shared.tokens import SigningKey
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_NO_LINKS: dict[str, str] = {}
+
+
+def placement(container: Container | None, allowed_networks: tuple[Network, ...]) -> tuple[bool, bool, bool]:
+    """``(usable, allowed, ipv6)`` of a container: computed once per container, not per route."""
+    if container is None:
+        return False, False, False
+    address = ipaddress.ip_address(container.address)
+    return container.usable, any(address in net for net in allowed_networks), address.version == 6
+
+
 class Route:
-    """One published service as the proxy serves it. Immutable once built."""
+    """One published service as the proxy serves it. Immutable once built.
+
+    Kept small (100,000 of them must fit in well under 150 MiB): what a request needs is a slot,
+    what is rarely needed is derived on demand.
+    """
 
     __slots__ = (
         "service_id",
         "service",
         "container",
-        "keys",
+        "token_key",
+        "link_keys",
         "target",
-        "target_text",
         "usable",
         "allowed",
+        "ipv6",
         "expires_at",
         "public",
         "websockets",
         "host_routed",
         "cors_passthrough",
-        "prefix",
-        "cookie_name",
         "token_cache",
         "link_of_kid",
     )
 
     def __init__(
-        self, service: Service, container: Container | None, allowed_networks: tuple[Network, ...]
+        self,
+        service: Service,
+        container: Container | None,
+        allowed_networks: tuple[Network, ...] = (),
+        where: tuple[bool, bool, bool] | None = None,
     ) -> None:
         self.service_id = service.service_id
         self.service = service
         self.container = container
-        self.keys: dict[str, SigningKey] = service.accepted_keys()
+        # The service's own key, and its share links' keys only when it has links: a dict per
+        # route would cost more than the rest of the route together.
+        self.token_key = service.token_key
+        self.link_keys: dict[str, SigningKey] | None = (
+            {ln.key.kid: ln.key for ln in service.share_links} if service.share_links else None
+        )
         self.expires_at = service.expires_at
         self.public = service.auth_mode == "public"
         self.websockets = service.enable_websockets
         self.host_routed = service.routing == "host"
         self.cors_passthrough = service.cors_preflight == "passthrough"
-        self.prefix = ("/linx/" + service.service_id).encode()
-        self.cookie_name = ("linx_" + service.service_id).encode()
-        self.token_cache: dict[str, str] = {}  # token text -> key id, see access.verify_token
-        self.link_of_kid = {ln.key.kid: ln.link_id for ln in service.share_links}
-        self.usable = container is not None and container.usable
-        if container is not None:
-            address = ipaddress.ip_address(container.address)
-            self.target: tuple[str, int] | None = (container.address, service.target_port)
-            self.target_text = (
-                f"[{container.address}]:{service.target_port}"
-                if address.version == 6
-                else f"{container.address}:{service.target_port}"
-            )
-            self.allowed = any(address in net for net in allowed_networks)
-        else:
-            self.target = None
-            self.target_text = ""
-            self.allowed = False
+        self.token_cache: dict[str, str] | None = None  # token -> key id, see access.verify_token
+        self.link_of_kid = (
+            {ln.key.kid: ln.link_id for ln in service.share_links} if service.share_links else _NO_LINKS
+        )
+        self.usable, self.allowed, self.ipv6 = where or placement(container, allowed_networks)
+        self.target: tuple[str, int] | None = (
+            (container.address, service.target_port) if container is not None else None
+        )
+
+    def get(self, kid: str) -> SigningKey | None:
+        """The key with id ``kid`` this service accepts (a Mapping's ``get``, for tokens.verify)."""
+        if kid == self.token_key.kid:
+            return self.token_key
+        return self.link_keys.get(kid) if self.link_keys else None
+
+    @property
+    def prefix(self) -> bytes:
+        return ("/linx/" + self.service_id).encode()
+
+    @property
+    def cookie_name(self) -> bytes:
+        return ("linx_" + self.service_id).encode()
+
+    @property
+    def target_text(self) -> str:
+        if self.target is None:
+            return ""
+        host, port = self.target
+        return f"[{host}]:{port}" if self.ipv6 else f"{host}:{port}"
 
     def expired(self, now: float) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -93,6 +127,7 @@ class RouteTable:
         self.containers: dict[str, Container] = {}
         self.routes: dict[str, Route] = {}
         self._by_container: dict[str, set[str]] = {}
+        self._placements: dict[str, tuple[bool, bool, bool]] = {}
         self._expiry: list[tuple[int, str]] = []
         self.loaded = False
         self.generation = 0
@@ -108,6 +143,7 @@ class RouteTable:
         before = set(self.routes)
         self.services = dict(snap.services)
         self.containers = dict(snap.containers)
+        self._placements = {}
         self._by_container = {}
         for sid, svc in self.services.items():
             self._by_container.setdefault(svc.container_id, set()).add(sid)
@@ -157,6 +193,7 @@ class RouteTable:
     def _apply_container(self, ev: schema.Event) -> set[str]:
         cid = ev.id
         sids = set(self._by_container.get(cid, ()))
+        self._placements.pop(cid, None)
         if ev.op == schema.OP_PUT:
             assert isinstance(ev.record, Container)
             self.containers[cid] = ev.record
@@ -175,7 +212,11 @@ class RouteTable:
         if svc is None:
             self.routes.pop(sid, None)
             return
-        self.routes[sid] = Route(svc, self.containers.get(svc.container_id), self.allowed_networks)
+        container = self.containers.get(svc.container_id)
+        where = self._placements.get(svc.container_id)
+        if where is None:
+            where = self._placements[svc.container_id] = placement(container, self.allowed_networks)
+        self.routes[sid] = Route(svc, container, where=where)
 
     def pop_expired(self, now: float) -> set[str]:
         """Service ids whose expiry has come since the last call (for closing connections)."""

@@ -79,7 +79,7 @@ def still_allowed(granted: Route | None, kid: str | None, route: Route | None, n
         return False
     if kid is None:
         return route.public
-    key = route.keys.get(kid)
+    key = route.get(kid)
     if key is None:
         return False
     return key.expires_at is None or now < key.expires_at

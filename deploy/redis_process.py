@@ -6,6 +6,7 @@ Production runs its own Redis (see ``deploy/redis.conf``); this is for a laptop 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,20 @@ def find_server_binary() -> str:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port free to listen on, chosen below Linux's ephemeral range (32768-60999).
+
+    A port the kernel hands out for port 0 can be given to an outgoing connection's local end
+    before our server binds it (seen under parallel test load); ports below the ephemeral range
+    are never used that way.
+    """
+    for _ in range(200):
+        port = random.randrange(20000, 32700)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]

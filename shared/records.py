@@ -31,14 +31,14 @@ def valid_address(value: str) -> bool:
     return True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApiKey:
     key_id: str
     digest: str
     created_at: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Tenant:
     tenant_id: str
     name: str
@@ -54,7 +54,7 @@ class Tenant:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Container:
     container_id: str
     tenant_id: str
@@ -87,7 +87,7 @@ class Container:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ShareLink:
     link_id: str
     label: str | None
@@ -95,7 +95,7 @@ class ShareLink:
     created_at: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Service:
     service_id: str
     tenant_id: str

@@ -34,6 +34,7 @@ import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from shared.records import ApiKey, Container, Service, ShareLink, Tenant
@@ -212,23 +213,24 @@ def decode_service(raw: str | bytes) -> Service:
     try:
         return Service(
             service_id=o["service_id"],
-            tenant_id=o["tenant_id"],
-            container_id=o["container_id"],
+            tenant_id=intern(o["tenant_id"]),
+            container_id=intern(o["container_id"]),
             name=o["name"],
             target_port=o["target_port"],
-            protocol=o["protocol"],
+            protocol=intern(o["protocol"]),
             enable_websockets=o["enable_websockets"],
-            auth_mode=o["auth_mode"],
+            auth_mode=intern(o["auth_mode"]),
             created_at=o["created_at"],
             updated_at=o["updated_at"],
             expires_at=o["expires_at"],
             token_key=_decode_key(o["token_key"]),
-            routing=o["routing"],
-            cors_preflight=o["cors_preflight"],
+            routing=intern(o["routing"]),
+            cors_preflight=intern(o["cors_preflight"]),
             share_links=tuple(
                 ShareLink(ln["link_id"], ln["label"], _decode_key(ln["key"]), ln["created_at"])
                 for ln in o["share_links"]
-            ),
+            )
+            or (),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise SchemaError(f"service: bad or missing field {exc}")
@@ -315,6 +317,21 @@ class Readiness:
 
 
 # ------------------------------------------------------------------------------ schema
+_READINESS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local current = redis.call('GET', KEYS[2])
+if current then
+  local ok, old = pcall(cjson.decode, current)
+  if ok and old.status == ARGV[2] and old.target == ARGV[3]
+     and tonumber(ARGV[4]) - tonumber(old.checked_at or 0) < tonumber(ARGV[5]) then
+    return 0
+  end
+end
+redis.call('SET', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 class Schema:
     """Reads and writes in Linx's key schema. Writers take a pipeline in MULTI mode.
 
@@ -455,10 +472,14 @@ class Schema:
         pipe.zrem(self.keys.expiry, service_id)
 
     # -- readiness (written by proxies, outside the feed: it is observation, not config)
-    def write_readiness(self, client, service_id: str, readiness: Readiness) -> None:
-        """Store readiness only while the service exists (a probe racing a delete loses)."""
+    def write_readiness(self, client, service_id: str, readiness: Readiness, refresh_secs: int = 60) -> None:
+        """Store readiness while the service exists, and only when it is news.
+
+        The comparison runs in Redis: several proxies probing one target write once per change
+        (or once per ``refresh_secs``), not once each per probe. Works on a pipeline too.
+        """
         client.eval(
-            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[2], ARGV[1]) end",
+            _READINESS_LUA,
             2,
             self.keys.service(service_id),
             self.keys.status(service_id),
@@ -470,6 +491,10 @@ class Schema:
                     "checked_at": readiness.checked_at,
                 }
             ),
+            readiness.status,
+            readiness.target,
+            readiness.checked_at,
+            refresh_secs,
         )
 
     def read_readiness(self, client, service_ids: list[str]) -> dict[str, Readiness]:

@@ -22,7 +22,7 @@ _DOMAIN = b"linx-token/v1\x00"
 _ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SigningKey:
     """One key a service accepts tokens for. ``expires_at`` None: lives as long as the service."""
 
@@ -37,7 +37,7 @@ class Verdict(enum.Enum):
     EXPIRED = "expired"  # well signed, but its key's own expiry has passed
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verification:
     verdict: Verdict
     kid: str | None = None

@@ -5,6 +5,7 @@ Timeouts are driven with the clock; where the proxy dials is read off the memory
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -255,7 +256,7 @@ def test_container_stop_closes_connections_and_refuses():
     proto.dataReceived(h.request())
     up, _ = h.upstream()
     up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")  # idle keep-alive now
-    stopped = h.ctr.__class__(**{**h.ctr.__dict__, "state": "stopped"})
+    stopped = dataclasses.replace(h.ctr, state="stopped")
     h.ctx.table.apply(
         [schema.Event("1-2", schema.KIND_CONTAINER, schema.OP_PUT, h.ctr.container_id, stopped)]
     )
