@@ -344,3 +344,59 @@ def test_cookie_only_write_from_another_origin_is_refused(hw):
     assert same.status_code == 200
     no_origin = requests.post(url, headers=cookie, data=b"x", timeout=5)  # curl, not a browser page
     assert no_origin.status_code == 200
+
+
+def test_host_routing_over_tls_with_a_wildcard_certificate(redis_server, stack, tmp_path):
+    import ssl
+
+    import trustme
+
+    from deploy.redis_process import free_port
+
+    ca = trustme.CA()
+    cert = ca.issue_cert(f"*.{DOMAIN}")
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    tls_port = free_port()
+    prefix = f"tls{secrets.token_hex(3)}:"
+    proxy = Proxy(
+        redis_server.url,
+        prefix,
+        LINX_SERVICE_DOMAIN=DOMAIN,
+        LINX_PROXY_TLS_LISTEN=f"127.0.0.1:{tls_port}",
+        LINX_TLS_CERT=str(tmp_path / "cert.pem"),
+        LINX_TLS_KEY=str(tmp_path / "key.pem"),
+    )
+    control = ControlPlane(
+        redis_server.url, prefix, LINX_SERVICE_DOMAIN=DOMAIN, APP_BASE_URL=f"https://linx.test:{tls_port}"
+    )
+    try:
+        control.wait_ready()
+        proxy.wait_ready()
+        api = Api(control.url)
+        tenant_id, key = api.tenant("tls")
+        ctr = api.container(tenant_id)
+        svc = api.publish(key, ctr["container_id"], stack.backend.port, name="tls", routing="host")
+        host = label_host(svc)
+        assert svc["public_url"].startswith(f"https://{host}:{tls_port}/?linx_token=")
+        ctx = ssl.create_default_context()
+        ca.configure_trust(ctx)
+
+        def get_over_tls() -> bytes:
+            # SNI and certificate checks use the service's own host name; TCP goes to loopback.
+            with socket.create_connection(("127.0.0.1", tls_port), timeout=5) as raw:
+                with ctx.wrap_socket(raw, server_hostname=host) as s:
+                    s.sendall(
+                        f"GET /echo HTTP/1.1\r\nHost: {host}:{tls_port}\r\n"
+                        f"X-Linx-Token: {token_of(svc['public_url'])}\r\nConnection: close\r\n\r\n".encode()
+                    )
+                    data = b""
+                    while chunk := s.recv(65536):
+                        data += chunk
+                    return data
+
+        data = wait_for(lambda: (d := get_over_tls()).startswith(b"HTTP/1.1 200") and d, 3)
+        assert b'["X-Forwarded-Proto", "https"]' in data
+    finally:
+        proxy.stop()
+        control.stop()
