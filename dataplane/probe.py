@@ -23,7 +23,7 @@ from shared.schema import Readiness
 log = Logger()
 REFRESH_SECS = 60.0
 MAX_IN_FLIGHT = 256
-BATCH = 500
+BATCH = 20  # tasks per pipeline; a readiness task carries up to READINESS_CHUNK writes
 
 
 class _ProbeProtocol(protocol.Protocol):
@@ -72,7 +72,7 @@ class Prober:
         self.scheduled: dict[tuple[str, int], float] = {}
         self.heap: list[tuple[float, tuple[str, int]]] = []
         self.in_flight: set[tuple[str, int]] = set()
-        self.last: dict[str, tuple[str, str, float]] = {}
+        self.last: dict[str, Readiness] = {}
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
 
@@ -143,10 +143,14 @@ class Prober:
         self.reactor.connectTCP(target[0], target[1], _ProbeFactory(finished), timeout=self.connect_timeout)
 
     def _result(self, target: tuple[str, int], ok: bool) -> None:
+        shared = None
         for sid in list(self.members.get(target, ())):
             route = self.table.get(sid)
             if route is not None and route.target == target:
-                self.observed(route, ok)
+                if shared is None:
+                    status = "ready" if ok else "target_unreachable"
+                    shared = Readiness(status, route.target_text, int(self.reactor.seconds()))
+                self.observed(route, ok, shared)
 
     def probe(self, route: Route) -> None:
         """Probe ``route``'s target now (tests and operators; the schedule does the rest)."""
@@ -155,22 +159,28 @@ class Prober:
             self.target_of[route.service_id] = route.target
             self._probe(route.target)
 
-    def observed(self, route: Route | None, ok: bool) -> None:
-        """A probe or a relay connect succeeded or failed: report it if that is news."""
+    def observed(self, route: Route | None, ok: bool, shared: Readiness | None = None) -> None:
+        """A probe or a relay connect succeeded or failed: report it if that is news.
+
+        ``shared``: the one Readiness of a probe's result, reused for every service of the target.
+        """
         if route is None:
             return
         status = "ready" if ok else "target_unreachable"
         now = self.reactor.seconds()
         last = self.last.get(route.service_id)
+        target_text = route.target_text
         if (
             last is not None
-            and last[0] == status
-            and last[1] == route.target_text
-            and (now - last[2] < REFRESH_SECS)
+            and last.status == status
+            and last.target == target_text
+            and (now - last.checked_at < REFRESH_SECS)
         ):
             return
-        self.last[route.service_id] = (status, route.target_text, now)
-        self.report(route.service_id, Readiness(status, route.target_text, int(now)))
+        if shared is None or shared.target != target_text:
+            shared = Readiness(status, target_text, int(now))
+        self.last[route.service_id] = shared  # shared by every service of the target
+        self.report(route.service_id, shared)
 
 
 class RedisWriter:

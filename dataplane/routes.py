@@ -128,6 +128,7 @@ class RouteTable:
         self.routes: dict[str, Route] = {}
         self._by_container: dict[str, set[str]] = {}
         self._placements: dict[str, tuple[bool, bool, bool]] = {}
+        self._targets: dict[tuple[str, int], tuple[str, int]] = {}
         self._expiry: list[tuple[int, str]] = []
         self.loaded = False
         self.generation = 0
@@ -141,8 +142,9 @@ class RouteTable:
     # -- applying changes (reactor thread only)
     def load_snapshot(self, snap: schema.Snapshot) -> None:
         before = set(self.routes)
-        self.services = dict(snap.services)
-        self.containers = dict(snap.containers)
+        # The table takes ownership of the snapshot's dicts (nobody else holds the snapshot).
+        self.services = snap.services
+        self.containers = snap.containers
         self._placements = {}
         self._by_container = {}
         for sid, svc in self.services.items():
@@ -216,7 +218,10 @@ class RouteTable:
         where = self._placements.get(svc.container_id)
         if where is None:
             where = self._placements[svc.container_id] = placement(container, self.allowed_networks)
-        self.routes[sid] = Route(svc, container, where=where)
+        route = Route(svc, container, where=where)
+        if route.target is not None:  # one tuple per distinct target, not one per service
+            route.target = self._targets.setdefault(route.target, route.target)
+        self.routes[sid] = route
 
     def pop_expired(self, now: float) -> set[str]:
         """Service ids whose expiry has come since the last call (for closing connections)."""

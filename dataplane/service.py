@@ -21,6 +21,7 @@ from shared.schema import Schema, Snapshot
 
 log = Logger()
 EXPIRY_CHECK_SECS = 0.25
+READINESS_CHUNK = 500
 
 
 class ConnectionRegistry:
@@ -178,14 +179,25 @@ class ProxyService(service.Service):
         )
         self.ports: list = []
         self._on_listening: list = []
+        self._readiness: list = []
         self._tls_context = None
         self.admin_port = None
         self._expiry = LoopingCall(self.ctx.check_expiry)
         self._expiry.clock = reactor
 
     def _report_readiness(self, service_id: str, readiness) -> None:
+        # Gathered and handed to the writer once per reactor turn, in chunks: a probe result
+        # for a target shared by many services must not mean one queue hand-off each.
+        if not self._readiness:
+            self.reactor.callLater(0, self._flush_readiness)
+        self._readiness.append((service_id, readiness))
+
+    def _flush_readiness(self) -> None:
+        items, self._readiness = self._readiness, []
         schema = self.schema
-        self.writer.submit(lambda client: schema.write_readiness(client, service_id, readiness))
+        for i in range(0, len(items), READINESS_CHUNK):
+            chunk = items[i : i + READINESS_CHUNK]
+            self.writer.submit(lambda pipe, chunk=chunk: schema.write_readiness_many(pipe, chunk))
 
     # -- sync callbacks (reactor thread)
     def _load_snapshot(self, snap: Snapshot) -> None:

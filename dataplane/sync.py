@@ -75,6 +75,7 @@ class SyncThread:
                     snap = self.schema.snapshot(client)
                     cursor = snap.cursor
                     call(self.on_snapshot, snap)
+                    snap = None  # the reactor owns it now; do not keep a second copy alive
                     call(self.on_exchange)
                 events, cursor_after = self.schema.read_feed(client, cursor)
                 call(self.on_exchange)

@@ -478,24 +478,36 @@ class Schema:
         The comparison runs in Redis: several proxies probing one target write once per change
         (or once per ``refresh_secs``), not once each per probe. Works on a pipeline too.
         """
-        client.eval(
-            _READINESS_LUA,
-            2,
-            self.keys.service(service_id),
-            self.keys.status(service_id),
-            _dumps(
-                {
-                    "v": SCHEMA_VERSION,
-                    "status": readiness.status,
-                    "target": readiness.target,
-                    "checked_at": readiness.checked_at,
-                }
-            ),
-            readiness.status,
-            readiness.target,
-            readiness.checked_at,
-            refresh_secs,
-        )
+        self.write_readiness_many(client, [(service_id, readiness)], refresh_secs)
+
+    def write_readiness_many(
+        self, client, items: list[tuple[str, Readiness]], refresh_secs: int = 60
+    ) -> None:
+        """``write_readiness`` for many services (queue them on a pipeline); services sharing a
+        target share one Readiness, whose stored form is built once."""
+        stored: dict[Readiness, str] = {}
+        for service_id, readiness in items:
+            payload = stored.get(readiness)
+            if payload is None:
+                payload = stored[readiness] = _dumps(
+                    {
+                        "v": SCHEMA_VERSION,
+                        "status": readiness.status,
+                        "target": readiness.target,
+                        "checked_at": readiness.checked_at,
+                    }
+                )
+            client.eval(
+                _READINESS_LUA,
+                2,
+                self.keys.service(service_id),
+                self.keys.status(service_id),
+                payload,
+                readiness.status,
+                readiness.target,
+                readiness.checked_at,
+                refresh_secs,
+            )
 
     def read_readiness(self, client, service_ids: list[str]) -> dict[str, Readiness]:
         if not service_ids:
