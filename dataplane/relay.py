@@ -691,6 +691,7 @@ class ClientConnection(protocol.Protocol):
         self.req = None
         self.body_decoder = None
         self.receiving_body = False
+        self.paused_for_connect = False
         self.transport.resumeProducing()
         if self.buf:
             self._read_head()
