@@ -138,7 +138,13 @@ def websocket_accept(key: bytes) -> bytes:
 
 
 def client_response_head(
-    resp: ResponseHead, *, framing: int, keep_alive: bool, extra: list[bytes], upgrade: bool = False
+    resp: ResponseHead,
+    *,
+    framing: int,
+    keep_alive: bool,
+    extra: list[bytes],
+    upgrade: bool = False,
+    http10: bool = False,
 ) -> bytes:
     """The head to send to the client for the container's ``resp``, re-framed as ``framing``."""
     reason = resp.reason or _reason(resp.status)
@@ -168,6 +174,8 @@ def client_response_head(
         out.append(b"Content-Length: %d\r\n" % resp.content_length)
     if not upgrade and not keep_alive:
         out.append(b"Connection: close\r\n")
+    elif not upgrade and http10:
+        out.append(b"Connection: keep-alive\r\n")
     out.append(b"\r\n")
     return b"".join(out)
 
@@ -208,6 +216,7 @@ def error_response(
     head_only: bool = False,
     origin: bytes | None = None,
     extra: list[bytes] | None = None,
+    http10: bool = False,
 ) -> bytes:
     """An answer the proxy makes itself: ``X-Linx-Error``, JSON (or HTML) body, never cached."""
     if html_body:
@@ -242,6 +251,8 @@ def error_response(
         out += extra
     if not keep_alive:
         out.append(b"Connection: close\r\n")
+    elif http10:
+        out.append(b"Connection: keep-alive\r\n")
     out.append(b"\r\n")
     if not head_only:
         out.append(body_bytes)
@@ -249,7 +260,12 @@ def error_response(
 
 
 def redirect_response(
-    status: int, location: bytes, *, keep_alive: bool, extra: list[bytes] | None = None
+    status: int,
+    location: bytes,
+    *,
+    keep_alive: bool,
+    extra: list[bytes] | None = None,
+    http10: bool = False,
 ) -> bytes:
     out = [
         b"HTTP/1.1 %d " % status,
@@ -265,6 +281,8 @@ def redirect_response(
         out += extra
     if not keep_alive:
         out.append(b"Connection: close\r\n")
+    elif http10:
+        out.append(b"Connection: keep-alive\r\n")
     out.append(b"\r\n")
     return b"".join(out)
 

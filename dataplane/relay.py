@@ -257,6 +257,7 @@ class ClientConnection(protocol.Protocol):
         self.req = req
         self.status = 0
         self.request_id = request_id(req.header(b"x-request-id"))
+        self.route = None
         self.ws_selected = None
         target = req.target
         qpos = target.find(b"?")
@@ -281,8 +282,12 @@ class ClientConnection(protocol.Protocol):
                 route = None
             if route is not None and sid_end < 0:
                 location = path + b"/" + (b"?" + query if qpos >= 0 else b"")
+                self.route = route
                 self._local(
-                    forwarding.redirect_response(308, location, keep_alive=self._can_keep(req)), 308, sid
+                    forwarding.redirect_response(
+                        308, location, keep_alive=self._can_keep(req), http10=req.version == (1, 0)
+                    ),
+                    308,
                 )
                 return
             upstream_path = b"/" if sid_end < 0 else path[sid_end:]
@@ -345,6 +350,7 @@ class ClientConnection(protocol.Protocol):
                         303,
                         location,
                         keep_alive=self._can_keep(req),
+                        http10=req.version == (1, 0),
                         extra=[cookie, b"Referrer-Policy: no-referrer\r\n"],
                     ),
                     303,
@@ -390,6 +396,7 @@ class ClientConnection(protocol.Protocol):
             denial.message,
             html_body=forwarding.prefers_html(req.header(b"accept")),
             keep_alive=keep,
+            http10=req.version == (1, 0),
             head_only=req.method == b"HEAD",
             origin=origin,
         )
@@ -545,7 +552,11 @@ class ClientConnection(protocol.Protocol):
         self.keep_alive = req.keep_alive and framing != Framing.CLOSE
         self._write(
             forwarding.client_response_head(
-                resp, framing=framing, keep_alive=self.keep_alive, extra=self.extra_headers
+                resp,
+                framing=framing,
+                keep_alive=self.keep_alive,
+                extra=self.extra_headers,
+                http10=req.version == (1, 0),
             )
         )
         return True
@@ -643,6 +654,7 @@ class ClientConnection(protocol.Protocol):
             message,
             html_body=forwarding.prefers_html(req.header(b"accept")),
             keep_alive=keep,
+            http10=req.version == (1, 0),
             head_only=req.method == b"HEAD",
             origin=req.header(b"origin"),
         )

@@ -348,3 +348,26 @@ def test_connection_limit_refuses_extra_connections():
     a[0].connectionLost(None)
     assert h.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is not None
     assert not b[1].disconnecting  # existing ones unaffected
+
+
+def test_http10_keep_alive_is_answered_with_connection_keep_alive():
+    h = Harness()
+    proto, tr = h.client()
+    head = b"GET " + h.path() + b" HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
+    proto.dataReceived(head + b"X-Linx-Token: " + h.svc.token.encode() + b"\r\n\r\n")
+    up, _ = h.upstream()
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    out = tr.value()
+    assert b"\r\nConnection: keep-alive\r\n" in out and not tr.disconnecting
+    tr.clear()
+    # a local answer on the same connection says so too, and the connection stays open
+    proto.dataReceived(head + b"\r\n")
+    assert status_of(tr.value()) == 401
+    assert b"\r\nConnection: keep-alive\r\n" in tr.value() and not tr.disconnecting
+
+
+def test_http10_without_keep_alive_is_closed_after_the_answer():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(b"GET " + h.path() + b" HTTP/1.0\r\nHost: a\r\n\r\n")
+    assert status_of(tr.value()) == 401 and tr.disconnecting
