@@ -29,7 +29,8 @@ BATCH = 20  # tasks per pipeline; a readiness task carries up to READINESS_CHUNK
 class _ProbeProtocol(protocol.Protocol):
     def connectionMade(self) -> None:
         self.factory.done(True)
-        self.transport.abortConnection()
+        # A clean close, not a reset: many servers log a reset connection as an error.
+        self.transport.loseConnection()
 
 
 class _ProbeFactory(protocol.ClientFactory):

@@ -189,12 +189,24 @@ class DemoHandler(BaseHTTPRequestHandler):
                     message_op, parts = 0, []
 
 
+class QuietServer(ThreadingHTTPServer):
+    """A client that connects and leaves (a readiness probe) is normal here, not an error."""
+
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Linx demo container")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer((args.host, args.port), DemoHandler)
+    server = QuietServer((args.host, args.port), DemoHandler)
     server.daemon_threads = True
     # serve_forever runs in the main thread; SIGTERM asks it to stop from a helper thread
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
