@@ -115,22 +115,20 @@ def strip_token_subprotocols(value: bytes) -> bytes:
     return b", ".join(p for p in kept if p)
 
 
-def token_subprotocols(req: RequestHead) -> list[bytes]:
-    out = []
-    for name, value in req.headers:
-        if name.lower() == b"sec-websocket-protocol" and b"linx.token." in value:
-            out += [p.strip()[11:] for p in value.split(b",") if p.strip().startswith(b"linx.token.")]
-    return out
-
-
-def selected_token_subprotocol(req: RequestHead, tokens: list[bytes]) -> bytes | None:
-    """The token entry to select in the 101 when the client offered nothing else, else None."""
-    if not tokens:
-        return None
-    for name, value in req.headers:
-        if name.lower() == b"sec-websocket-protocol" and strip_token_subprotocols(value):
-            return None
-    return b"linx.token." + tokens[0]
+def token_subprotocols(req: RequestHead) -> tuple[list[bytes], bytes | None]:
+    """The tokens carried as ``linx.token.<token>`` subprotocols, and the entry to select in
+    the 101 when the client offered no other subprotocol (else None)."""
+    tokens: list[bytes] = []
+    others = False
+    for value in req.values(b"sec-websocket-protocol"):
+        for entry in value.split(b","):
+            entry = entry.strip()
+            if entry.startswith(b"linx.token."):
+                tokens.append(entry[11:])
+            elif entry:
+                others = True
+    selected = b"linx.token." + tokens[0] if tokens and not others else None
+    return tokens, selected
 
 
 def websocket_accept(key: bytes) -> bytes:
@@ -149,10 +147,7 @@ def client_response_head(
     """The head to send to the client for the container's ``resp``, re-framed as ``framing``."""
     reason = resp.reason or _reason(resp.status)
     out = [b"HTTP/1.1 %d " % resp.status, reason, b"\r\n"]
-    drop = HOP_BY_HOP
-    conn_value = resp.header(b"connection")
-    if conn_value:
-        drop = drop | {t.strip().lower() for t in conn_value.split(b",")}
+    drop = HOP_BY_HOP | resp.connection_tokens if resp.connection_tokens else HOP_BY_HOP
     had_length = False
     for name, value in resp.headers:
         lname = name.lower()

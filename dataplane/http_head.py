@@ -35,14 +35,25 @@ class HeadError(Exception):
 
 
 class _Collector:
-    __slots__ = ("headers",)
+    """Gathers the fields in order and, once, by lower-cased name: every later lookup of a
+    header on the request path is a dict access instead of a scan lower-casing each name."""
+
+    __slots__ = ("headers", "fields")
 
     def __init__(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
+        self.fields: dict[bytes, list[bytes]] = {}
 
     def on_header(self, name: bytes, value: bytes) -> None:
         # llhttp keeps trailing white space; it is not part of the value (RFC 9112 5.1).
-        self.headers.append((name, value.rstrip(b" \t")))
+        value = value.rstrip(b" \t")
+        self.headers.append((name, value))
+        lname = name.lower()
+        values = self.fields.get(lname)
+        if values is None:
+            self.fields[lname] = [value]
+        else:
+            values.append(value)
 
 
 def _check_line_endings(head: bytes, status: int) -> None:
@@ -72,13 +83,13 @@ class RequestHead:
         "target",
         "version",
         "headers",
+        "fields",
         "host",
         "framing",
         "content_length",
         "keep_alive",
         "upgrade",
         "connection_tokens",
-        "expect_continue",
     )
 
     def __init__(self) -> None:
@@ -86,20 +97,26 @@ class RequestHead:
         self.target = b""
         self.version = (1, 1)
         self.headers: list[tuple[bytes, bytes]] = []
+        self.fields: dict[bytes, list[bytes]] = {}  # lower-cased name -> values in order
         self.host = b""
         self.framing = Framing.NONE
         self.content_length = 0
         self.keep_alive = True
         self.upgrade: bytes | None = None  # lower-cased protocol when Connection: upgrade
         self.connection_tokens: frozenset[bytes] = frozenset()
-        self.expect_continue = False
 
     def header(self, lower_name: bytes) -> bytes | None:
-        """The first value of a header (names compared case-insensitively)."""
-        for name, value in self.headers:
-            if name.lower() == lower_name:
-                return value
-        return None
+        """The first value of a header (``lower_name`` lower-cased)."""
+        values = self.fields.get(lower_name)
+        return values[0] if values else None
+
+    def values(self, lower_name: bytes) -> list[bytes]:
+        """Every value of a header, in order (empty when absent)."""
+        return self.fields.get(lower_name, [])
+
+    @property
+    def http10(self) -> bool:
+        return self.version == (1, 0)
 
     @property
     def has_body(self) -> bool:
@@ -138,30 +155,17 @@ def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
     req.target = target
     req.version = version
     req.headers = collector.headers
-    hosts = 0
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: set[bytes] = set()
-    upgrade_value = None
-    for name, value in collector.headers:
-        lname = name.lower()
-        if lname == b"host":
-            hosts += 1
-            req.host = value
-        elif lname == b"content-length":
-            lengths.append(value)
-        elif lname == b"transfer-encoding":
-            codings.append(value)
-        elif lname == b"connection":
-            connection.update(t.strip().lower() for t in value.split(b","))
-        elif lname == b"upgrade":
-            upgrade_value = value.strip().lower()
-        elif lname == b"expect":
-            req.expect_continue = value.strip().lower() == b"100-continue"
-    if hosts != 1:
+    fields = req.fields = collector.fields
+    hosts = fields.get(b"host", ())
+    lengths = fields.get(b"content-length", ())
+    codings = fields.get(b"transfer-encoding", ())
+    connection = _tokens(fields.get(b"connection", ()))
+    upgrade_value = fields.get(b"upgrade")
+    if len(hosts) != 1:
         raise HeadError(
             400, "bad_host", "exactly one Host header is required" if hosts else "missing Host header"
         )
+    req.host = hosts[0]
     if not req.host or not _valid_host(req.host):
         raise HeadError(400, "bad_host", "the Host header is not a valid host[:port]")
     if codings:
@@ -179,14 +183,21 @@ def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
             raise HeadError(400, "ambiguous_framing", "more than one Content-Length header")
         req.content_length = _parse_length(lengths[0], 400)
         req.framing = Framing.LENGTH
-    req.connection_tokens = frozenset(connection)
+    req.connection_tokens = connection
     if version == (1, 1):
         req.keep_alive = b"close" not in connection
     else:
         req.keep_alive = b"keep-alive" in connection
-    if b"upgrade" in connection and upgrade_value:
-        req.upgrade = upgrade_value
+    if b"upgrade" in connection and upgrade_value and upgrade_value[-1].strip():
+        req.upgrade = upgrade_value[-1].strip().lower()
     return req
+
+
+def _tokens(values) -> frozenset[bytes]:
+    """The comma-separated tokens of a list-valued field, lower-cased (``Connection``)."""
+    if not values:
+        return frozenset()
+    return frozenset(t.strip().lower() for value in values for t in value.split(b","))
 
 
 def _valid_host(host: bytes) -> bool:
@@ -213,22 +224,33 @@ def _parse_length(value: bytes, status: int) -> int:
 
 
 class ResponseHead:
-    __slots__ = ("status", "reason", "version", "headers", "framing", "content_length", "keep_alive")
+    __slots__ = (
+        "status",
+        "reason",
+        "version",
+        "headers",
+        "fields",
+        "connection_tokens",
+        "framing",
+        "content_length",
+        "keep_alive",
+    )
 
     def __init__(self) -> None:
         self.status = 0
         self.reason = b""
         self.version = (1, 1)
         self.headers: list[tuple[bytes, bytes]] = []
+        self.fields: dict[bytes, list[bytes]] = {}
+        self.connection_tokens: frozenset[bytes] = frozenset()
         self.framing = Framing.NONE
         self.content_length = 0
         self.keep_alive = True
 
     def header(self, lower_name: bytes) -> bytes | None:
-        for name, value in self.headers:
-            if name.lower() == lower_name:
-                return value
-        return None
+        """The first value of a header (``lower_name`` lower-cased)."""
+        values = self.fields.get(lower_name)
+        return values[0] if values else None
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
@@ -253,17 +275,10 @@ def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
     resp.reason = reason
     resp.version = version
     resp.headers = collector.headers
-    lengths: list[bytes] = []
-    codings: list[bytes] = []
-    connection: set[bytes] = set()
-    for name, value in collector.headers:
-        lname = name.lower()
-        if lname == b"content-length":
-            lengths.append(value)
-        elif lname == b"transfer-encoding":
-            codings.append(value)
-        elif lname == b"connection":
-            connection.update(t.strip().lower() for t in value.split(b","))
+    fields = resp.fields = collector.fields
+    lengths = fields.get(b"content-length", ())
+    codings = fields.get(b"transfer-encoding", ())
+    connection = resp.connection_tokens = _tokens(fields.get(b"connection", ()))
     resp.keep_alive = (b"close" not in connection) if version == (1, 1) else (b"keep-alive" in connection)
     bodiless = request_method == b"HEAD" or resp.status < 200 or resp.status in (204, 304)
     if codings:

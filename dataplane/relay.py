@@ -81,7 +81,6 @@ class ClientConnection(protocol.Protocol):
         self.extra_headers: list[bytes] = []
         self.request_started_at = 0.0
         self.retried = False
-        self.registered_sid: str | None = None
         self.status = 0
         self.in_tunnel = False
         self.websocket = False
@@ -221,11 +220,9 @@ class ClientConnection(protocol.Protocol):
             self._set_timer(self.ctx.config.head_timeout, self._head_timeout)
         end = buf.find(HEAD_END)
         limit = self.ctx.config.max_head_bytes
-        if end < 0:
-            if len(buf) > limit:
-                self._fail(431, "head_too_large", f"the request head exceeds {limit} bytes")
-            return
-        if end + 4 > limit:
+        if end < 0 and len(buf) <= limit:
+            return  # more to come
+        if end < 0 or end + 4 > limit:
             self._fail(431, "head_too_large", f"the request head exceeds {limit} bytes")
             return
         head = buf[: end + 4]
@@ -285,7 +282,7 @@ class ClientConnection(protocol.Protocol):
                 self.route = route
                 self._local(
                     forwarding.redirect_response(
-                        308, location, keep_alive=self._can_keep(req), http10=req.version == (1, 0)
+                        308, location, keep_alive=self._can_keep(req), http10=req.http10
                     ),
                     308,
                 )
@@ -293,7 +290,7 @@ class ClientConnection(protocol.Protocol):
             upstream_path = b"/" if sid_end < 0 else path[sid_end:]
             prefix = path[:sid_end] if sid_end >= 0 else path
         else:
-            self._deny(access.Denial(404, "not_found", "no service at this address"), req, "")
+            self._deny(access.Denial(404, "not_found", "no service at this address"), req)
             return
 
         websocket = req.upgrade == b"websocket"
@@ -304,12 +301,13 @@ class ClientConnection(protocol.Protocol):
             and req.header(b"access-control-request-method") is not None
         )
         query_tokens, kept_query = access.split_query(query)
-        cookie_headers = [v for n, v in req.headers if n.lower() == b"cookie"]
+        cookie_headers = req.values(b"cookie")
         if route is not None:
-            header_tokens = [v.strip() for n, v in req.headers if n.lower() == access.TOKEN_HEADER]
+            header_tokens = [v.strip() for v in req.values(access.TOKEN_HEADER)]
             cookie_tokens, cookies = access.cookie_token(cookie_headers, route.cookie_name)
-            sub_tokens = forwarding.token_subprotocols(req) if websocket else []
-            self.ws_selected = forwarding.selected_token_subprotocol(req, sub_tokens)
+            sub_tokens: list[bytes] = []
+            if websocket:
+                sub_tokens, self.ws_selected = forwarding.token_subprotocols(req)
             creds = access.pick_credentials(query_tokens, header_tokens, cookie_tokens, sub_tokens)
         else:
             cookies = cookie_headers
@@ -330,14 +328,13 @@ class ClientConnection(protocol.Protocol):
             same_origin=same_origin,
             unsafe_cross_origin=unsafe_cross_origin,
         )
-        sid = route.service_id if route is not None else ""
         if isinstance(decision, access.Denial):
             ctx.registry.unregister(self)
-            self._deny(decision, req, sid)
+            self._deny(decision, req)
             return
         self.route = route
         self.kid = decision.kid
-        ctx.registry.register(self, sid)
+        ctx.registry.register(self, route.service_id)
         if route.link_of_kid and ctx.links is not None:
             ctx.links.used(route, decision.kid, now)
         self.extra_headers = []
@@ -350,7 +347,7 @@ class ClientConnection(protocol.Protocol):
                         303,
                         location,
                         keep_alive=self._can_keep(req),
-                        http10=req.version == (1, 0),
+                        http10=req.http10,
                         extra=[cookie, b"Referrer-Policy: no-referrer\r\n"],
                     ),
                     303,
@@ -387,7 +384,7 @@ class ClientConnection(protocol.Protocol):
     def _can_keep(self, req: RequestHead) -> bool:
         return req.keep_alive and not req.has_body
 
-    def _deny(self, denial: access.Denial, req: RequestHead, sid: str) -> None:
+    def _deny(self, denial: access.Denial, req: RequestHead) -> None:
         origin = req.header(b"origin")
         keep = self._can_keep(req)
         data = forwarding.error_response(
@@ -396,7 +393,7 @@ class ClientConnection(protocol.Protocol):
             denial.message,
             html_body=forwarding.prefers_html(req.header(b"accept")),
             keep_alive=keep,
-            http10=req.version == (1, 0),
+            http10=req.http10,
             head_only=req.method == b"HEAD",
             origin=origin,
         )
@@ -556,7 +553,7 @@ class ClientConnection(protocol.Protocol):
                 framing=framing,
                 keep_alive=self.keep_alive,
                 extra=self.extra_headers,
-                http10=req.version == (1, 0),
+                http10=req.http10,
             )
         )
         return True
@@ -654,7 +651,7 @@ class ClientConnection(protocol.Protocol):
             message,
             html_body=forwarding.prefers_html(req.header(b"accept")),
             keep_alive=keep,
-            http10=req.version == (1, 0),
+            http10=req.http10,
             head_only=req.method == b"HEAD",
             origin=req.header(b"origin"),
         )
@@ -814,22 +811,14 @@ class UpstreamConnection(protocol.Protocol):
         buf = self.buf + data
         while True:
             end = buf.find(HEAD_END)
-            if end < 0:
-                if len(buf) > MAX_RESPONSE_HEAD:
-                    self._cancel()
-                    client.upstream_bad_response(
-                        HeadError(502, "bad_upstream_response", "the container's response head is too large")
-                    )
-                    return
+            if end < 0 and len(buf) <= MAX_RESPONSE_HEAD:
                 self.buf = buf
                 return
-            if end + 4 > MAX_RESPONSE_HEAD:
-                self._cancel()
-                client.upstream_bad_response(
-                    HeadError(502, "bad_upstream_response", "the container's response head is too large")
-                )
-                return
             try:
+                if end < 0 or end + 4 > MAX_RESPONSE_HEAD:
+                    raise HeadError(
+                        502, "bad_upstream_response", "the container's response head is too large"
+                    )
                 resp = parse_response_head(buf[: end + 4], self.method)
             except HeadError as exc:
                 self._cancel()

@@ -68,9 +68,6 @@ class ConnectionRegistry:
                     closed += 1
         return closed
 
-    def all(self) -> list:
-        return list(self.service_of)
-
 
 def still_allowed(granted: Route | None, kid: str | None, route: Route | None, now: float) -> bool:
     """Whether a connection granted under ``granted`` with key ``kid`` may stay open. Pure."""
@@ -303,7 +300,7 @@ class ProxyService(service.Service):
         deadline = self.reactor.seconds() + self.config.drain_secs
         while True:
             busy = 0
-            for conn in list(_client_connections(ctx)):
+            for conn in list(ctx.live_connections):
                 if conn.state == relay.RELAY:
                     busy += 1
                 else:
@@ -313,7 +310,7 @@ class ProxyService(service.Service):
             d = defer.Deferred()
             self.reactor.callLater(0.05, d.callback, None)
             yield d
-        for conn in list(_client_connections(ctx)):
+        for conn in list(ctx.live_connections):
             conn.revoke()
         ctx.pool.close_all()
         if self._expiry.running:
@@ -324,10 +321,6 @@ class ProxyService(service.Service):
         self.sync.stop(timeout=0)
         self.writer.stop()
         self.ctx.access_log.stop()
-
-
-def _client_connections(ctx: ProxyContext):
-    return list(ctx.live_connections)
 
 
 def make_service(config: ProxyConfig, reactor, *, reuse_port: bool = False) -> ProxyService:

@@ -206,8 +206,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     args = parser.parse_args(argv)
-    server = QuietServer((args.host, args.port), DemoHandler)
-    server.daemon_threads = True
+    serve(QuietServer((args.host, args.port), DemoHandler))
+
+
+def serve(server: ThreadingHTTPServer) -> None:
+    """Announce ``LISTENING <port>``, serve until SIGTERM or Ctrl-C, then exit 0."""
     # serve_forever runs in the main thread; SIGTERM asks it to stop from a helper thread
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
     print(f"LISTENING {server.server_address[1]}", flush=True)

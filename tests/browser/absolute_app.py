@@ -14,12 +14,9 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import signal
-import sys
 import threading
-from http.server import ThreadingHTTPServer
 
-from deploy.demo_app import DemoHandler
+from deploy.demo_app import DemoHandler, QuietServer, serve
 
 PAGE = """<!doctype html>
 <html lang="en">
@@ -135,17 +132,7 @@ def main(argv: list[str] | None = None) -> None:
             "recorded": [],
         },
     )
-    server = ThreadingHTTPServer((args.host, args.port), handler)
-    server.daemon_threads = True
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown, daemon=True).start())
-    print(f"LISTENING {server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    sys.exit(0)
+    serve(QuietServer((args.host, args.port), handler))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from tests.control.test_services import RECORD_FIELDS
+
 # Examples per operation subset and mode; tox's "long" environment raises it.
 EXAMPLES = int(os.environ.get("LINX_FUZZ_EXAMPLES") or 60)
 
@@ -91,23 +93,7 @@ def test_request_schemas_refuse_unknown_fields(api):
 
 def test_service_schema_lists_the_record_fields(api):
     service = _doc(api)["components"]["schemas"]["Service"]
-    assert set(service["required"]) == {
-        "service_id",
-        "container_id",
-        "name",
-        "target_port",
-        "protocol",
-        "enable_websockets",
-        "auth_mode",
-        "routing",
-        "cors_preflight",
-        "public_url",
-        "websocket_url",
-        "status",
-        "created_at",
-        "updated_at",
-        "expires_at",
-    }
+    assert set(service["required"]) == RECORD_FIELDS
     assert service["properties"]["status"]["enum"] == [
         "pending",
         "ready",
