@@ -23,7 +23,7 @@ from shared.schema import Readiness
 log = Logger()
 REFRESH_SECS = 60.0
 MAX_IN_FLIGHT = 256
-BATCH = 20  # tasks per pipeline; a readiness task carries up to READINESS_CHUNK writes
+BATCH = 20  # tasks per pipeline; a readiness task writes up to READINESS_BATCH services
 
 
 class _ProbeProtocol(protocol.Protocol):
@@ -51,13 +51,19 @@ class _ProbeFactory(protocol.ClientFactory):
 
 
 class Prober:
-    """Schedules probes and reports results. Reactor thread only."""
+    """Schedules probes and reports results. Reactor thread only.
+
+    State is per target (address, port), not per service: many services may share one, and
+    100,000 routes must mean neither 100,000 connects every interval nor 100,000 entries of
+    bookkeeping each. A service's membership of a target is checked against the route table
+    when the target's result comes in, so a service that moved or went is dropped then.
+    """
 
     def __init__(
         self,
         reactor,
         table: RouteTable,
-        report: Callable[[str, Readiness], None],
+        report: Callable[[Readiness, list[str]], None],
         interval: float,
         connect_timeout: float,
     ) -> None:
@@ -66,14 +72,12 @@ class Prober:
         self.report = report
         self.interval = interval
         self.connect_timeout = connect_timeout
-        # Probes are per target (address, port), not per service: many services may share one,
-        # and 100,000 routes must not mean 100,000 connects every interval.
         self.members: dict[tuple[str, int], set[str]] = {}
-        self.target_of: dict[str, tuple[str, int]] = {}
+        self.unreported: dict[tuple[str, int], set[str]] = {}  # members whose readiness is not out yet
+        self.last: dict[tuple[str, int], Readiness] = {}  # what its members were last reported as
         self.scheduled: dict[tuple[str, int], float] = {}
         self.heap: list[tuple[float, tuple[str, int]]] = []
         self.in_flight: set[tuple[str, int]] = set()
-        self.last: dict[str, Readiness] = {}
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
 
@@ -87,25 +91,40 @@ class Prober:
     def routes_changed(self, service_ids: set[str]) -> None:
         """Routes appeared, changed or went: (re)schedule their targets for a probe now."""
         now = self.reactor.seconds()
+        get = self.table.get
         for sid in service_ids:
-            old = self.target_of.pop(sid, None)
-            if old is not None:
-                sids = self.members.get(old)
-                if sids is not None:
-                    sids.discard(sid)
-                    if not sids:
-                        del self.members[old]
-                        self.scheduled.pop(old, None)
-            route = self.table.get(sid)
-            if route is None:
-                self.last.pop(sid, None)
-                continue
-            if not route.usable or route.target is None:
-                continue  # the control plane derives target_unreachable from the container itself
-            target = route.target
-            self.target_of[sid] = target
-            self.members.setdefault(target, set()).add(sid)
-            self._schedule(target, now)
+            route = get(sid)
+            # An unusable container is not probed: the control plane derives
+            # target_unreachable from the container itself.
+            if route is not None and route.usable and route.target is not None:
+                self._join(route)
+                self._schedule(route.target, now)
+
+    def _join(self, route: Route) -> None:
+        target = route.target
+        self.members.setdefault(target, set()).add(route.service_id)
+        self.unreported.setdefault(target, set()).add(route.service_id)
+
+    def _current(self, target: tuple[str, int], sid: str) -> Route | None:
+        route = self.table.get(sid)
+        if route is None or route.target != target or not route.usable:
+            return None
+        return route
+
+    def _prune(self, target: tuple[str, int]) -> set[str]:
+        """The target's members that still use it; forgets the target when none do."""
+        sids = self.members.get(target)
+        if sids:
+            gone = [sid for sid in sids if self._current(target, sid) is None]
+            sids.difference_update(gone)
+            self.unreported.get(target, sids).difference_update(gone)
+        if not sids:
+            self.members.pop(target, None)
+            self.unreported.pop(target, None)
+            self.last.pop(target, None)
+            self.scheduled.pop(target, None)
+            return set()
+        return sids
 
     def _schedule(self, target: tuple[str, int], when: float) -> None:
         current = self.scheduled.get(target)
@@ -126,13 +145,12 @@ class Prober:
             self._probe(target)
 
     def _probe(self, target: tuple[str, int]) -> None:
-        sids = self.members.get(target)
-        if not sids or target in self.in_flight:
+        if target in self.in_flight:
             return
-        route = self.table.get(next(iter(sids)))
-        if route is None:
+        sids = self._prune(target)
+        if not sids:
             return
-        if not route.allowed:  # same address, same verdict for every service of this target
+        if not self.table.get(next(iter(sids))).allowed:  # one address, one verdict for all
             self._result(target, False)
             return
         self.in_flight.add(target)
@@ -144,44 +162,44 @@ class Prober:
         self.reactor.connectTCP(target[0], target[1], _ProbeFactory(finished), timeout=self.connect_timeout)
 
     def _result(self, target: tuple[str, int], ok: bool) -> None:
-        shared = None
-        for sid in list(self.members.get(target, ())):
-            route = self.table.get(sid)
-            if route is not None and route.target == target:
-                if shared is None:
-                    status = "ready" if ok else "target_unreachable"
-                    shared = Readiness(status, route.target_text, int(self.reactor.seconds()))
-                self.observed(route, ok, shared)
+        """Report the target's readiness for every member when it is news (a change, or the
+        once-a-minute refresh), else only for members never reported with it."""
+        status = "ready" if ok else "target_unreachable"
+        now = self.reactor.seconds()
+        last = self.last.get(target)
+        if last is not None and last.status == status and now - last.checked_at < REFRESH_SECS:
+            news = self.unreported.pop(target, None)
+            if not news:
+                return
+            readiness = last
+        else:
+            news = self._prune(target)
+            if not news:
+                return
+            sid = next(iter(news))
+            readiness = Readiness(status, self.table.get(sid).target_text, int(now))
+            self.last[target] = readiness
+            self.unreported.pop(target, None)
+        sids = [sid for sid in news if self._current(target, sid) is not None]
+        if sids:
+            self.report(readiness, sids)
 
     def probe(self, route: Route) -> None:
         """Probe ``route``'s target now (tests and operators; the schedule does the rest)."""
         if route.target is not None and route.usable:
-            self.members.setdefault(route.target, set()).add(route.service_id)
-            self.target_of[route.service_id] = route.target
+            self._join(route)
             self._probe(route.target)
 
-    def observed(self, route: Route | None, ok: bool, shared: Readiness | None = None) -> None:
-        """A probe or a relay connect succeeded or failed: report it if that is news.
-
-        ``shared``: the one Readiness of a probe's result, reused for every service of the target.
-        """
-        if route is None:
+    def observed(self, route: Route | None, ok: bool) -> None:
+        """A relay connect to ``route``'s target succeeded or failed: as good as a probe of it."""
+        if route is None or route.target is None or not route.usable:
             return
-        status = "ready" if ok else "target_unreachable"
-        now = self.reactor.seconds()
-        last = self.last.get(route.service_id)
-        target_text = route.target_text
-        if (
-            last is not None
-            and last.status == status
-            and last.target == target_text
-            and (now - last.checked_at < REFRESH_SECS)
-        ):
-            return
-        if shared is None or shared.target != target_text:
-            shared = Readiness(status, target_text, int(now))
-        self.last[route.service_id] = shared  # shared by every service of the target
-        self.report(route.service_id, shared)
+        target = route.target
+        last = self.last.get(target)
+        if last is not None and (last.status == "ready") == ok and not self.unreported.get(target):
+            return  # the common case on the request path: no news, two lookups
+        self.members.setdefault(target, set()).add(route.service_id)
+        self._result(target, ok)
 
 
 class RedisWriter:

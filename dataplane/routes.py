@@ -4,6 +4,10 @@ Changed only on the reactor thread, from snapshots and change events that the sy
 hands over. Each change recomputes the affected ``Route`` objects (immutable, with everything
 the per-request path needs precomputed) and tells the ``on_change`` listener which services
 changed, so open connections that lost their right to exist can be closed.
+
+Memory: the table keeps compact routes, not the records they came from. A snapshot is turned
+into routes while it is read (``RouteBuilder``, on the sync thread), so 100,000 whole service
+records never live at once, and a container change rebuilds its routes from their own fields.
 """
 
 from __future__ import annotations
@@ -17,32 +21,34 @@ from shared.records import Container, Service
 from shared.tokens import SigningKey
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
+Placement = tuple[bool, bool, bool]  # (usable, allowed, ipv6)
 
 _NO_LINKS: dict[str, str] = {}
+_UNPLACED: Placement = (False, False, False)
 
 
-def placement(container: Container | None, allowed_networks: tuple[Network, ...]) -> tuple[bool, bool, bool]:
+def placement(container: Container | None, allowed_networks: tuple[Network, ...]) -> Placement:
     """``(usable, allowed, ipv6)`` of a container: computed once per container, not per route."""
     if container is None:
-        return False, False, False
+        return _UNPLACED
     address = ipaddress.ip_address(container.address)
     return container.usable, any(address in net for net in allowed_networks), address.version == 6
 
 
 class Route:
-    """One published service as the proxy serves it. Immutable once built.
+    """One published service as the proxy serves it. Immutable once in the table.
 
     Kept small (100,000 of them must fit in well under 150 MiB): what a request needs is a slot,
-    what is rarely needed is derived on demand.
+    what is rarely needed is derived on demand, and the service record itself is not kept.
     """
 
     __slots__ = (
         "service_id",
-        "service",
-        "container",
+        "container_id",
+        "port",
         "token_key",
         "link_keys",
+        "link_of_kid",
         "target",
         "usable",
         "allowed",
@@ -53,7 +59,6 @@ class Route:
         "host_routed",
         "cors_passthrough",
         "token_cache",
-        "link_of_kid",
     )
 
     def __init__(
@@ -61,29 +66,42 @@ class Route:
         service: Service,
         container: Container | None,
         allowed_networks: tuple[Network, ...] = (),
-        where: tuple[bool, bool, bool] | None = None,
+        where: Placement | None = None,
     ) -> None:
         self.service_id = service.service_id
-        self.service = service
-        self.container = container
+        self.container_id = service.container_id
+        self.port = service.target_port
         # The service's own key, and its share links' keys only when it has links: a dict per
         # route would cost more than the rest of the route together.
         self.token_key = service.token_key
-        self.link_keys: dict[str, SigningKey] | None = (
-            {ln.key.kid: ln.key for ln in service.share_links} if service.share_links else None
-        )
+        links = service.share_links
+        self.link_keys: dict[str, SigningKey] | None = {ln.key.kid: ln.key for ln in links} if links else None
+        self.link_of_kid = {ln.key.kid: ln.link_id for ln in links} if links else _NO_LINKS
         self.expires_at = service.expires_at
         self.public = service.auth_mode == "public"
         self.websockets = service.enable_websockets
         self.host_routed = service.routing == "host"
         self.cors_passthrough = service.cors_preflight == "passthrough"
         self.token_cache: dict[str, str] | None = None  # token -> key id, see access.verify_token
-        self.link_of_kid = (
-            {ln.key.kid: ln.link_id for ln in service.share_links} if service.share_links else _NO_LINKS
-        )
         self.usable, self.allowed, self.ipv6 = where or placement(container, allowed_networks)
         self.target: tuple[str, int] | None = (
             (container.address, service.target_port) if container is not None else None
+        )
+
+    def placed(self, container: Container | None, where: Placement) -> Route:
+        """This route on ``container``'s current address and state (its keys unchanged, so the
+        verified-token cache carries over)."""
+        route = object.__new__(Route)
+        for name in Route.__slots__:
+            setattr(route, name, getattr(self, name))
+        route.usable, route.allowed, route.ipv6 = where
+        route.target = (container.address, self.port) if container is not None else None
+        return route
+
+    def same_as(self, other: Route) -> bool:
+        """Whether ``other`` serves exactly as this route does (the token cache aside)."""
+        return all(
+            getattr(self, name) == getattr(other, name) for name in Route.__slots__ if name != "token_cache"
         )
 
     def get(self, kid: str) -> SigningKey | None:
@@ -111,8 +129,49 @@ class Route:
         return self.expires_at is not None and now >= self.expires_at
 
 
+class RouteBuilder:
+    """Builds routes from service records, sharing what services of one container share:
+    the placement (computed once per container) and the target tuple (one per distinct
+    address and port, not one per service).
+
+    Also the snapshot's ``convert``: the sync thread turns each decoded service into its route
+    as it reads them, with a builder of its own (the table's stays on the reactor thread).
+    """
+
+    def __init__(self, allowed_networks: tuple[Network, ...]) -> None:
+        self.allowed_networks = allowed_networks
+        self.placements: dict[str, Placement] = {}
+        self.targets: dict[tuple[str, int], tuple[str, int]] = {}
+
+    def where(self, container_id: str, container: Container | None) -> Placement:
+        where = self.placements.get(container_id)
+        if where is None:
+            where = self.placements[container_id] = placement(container, self.allowed_networks)
+        return where
+
+    def build(self, service: Service, container: Container | None) -> Route:
+        route = Route(service, container, where=self.where(service.container_id, container))
+        self._share_target(route)
+        return route
+
+    def place(self, route: Route, container: Container | None) -> Route:
+        moved = route.placed(container, self.where(route.container_id, container))
+        self._share_target(moved)
+        return moved
+
+    def forget(self, container_id: str) -> None:
+        self.placements.pop(container_id, None)
+
+    def __call__(self, service: Service, containers: dict[str, Container]) -> Route:
+        return self.build(service, containers.get(service.container_id))
+
+    def _share_target(self, route: Route) -> None:
+        if route.target is not None:
+            route.target = self.targets.setdefault(route.target, route.target)
+
+
 class RouteTable:
-    """Services and containers by id; ``Route`` objects by service id.
+    """Containers by id; ``Route`` objects by service id.
 
     ``on_change(service_ids)`` is called after every applied batch with the ids whose route
     changed or disappeared (the connection registry re-checks their open connections).
@@ -123,12 +182,10 @@ class RouteTable:
     ) -> None:
         self.allowed_networks = allowed_networks
         self.on_change = on_change
-        self.services: dict[str, Service] = {}
         self.containers: dict[str, Container] = {}
         self.routes: dict[str, Route] = {}
         self._by_container: dict[str, set[str]] = {}
-        self._placements: dict[str, tuple[bool, bool, bool]] = {}
-        self._targets: dict[tuple[str, int], tuple[str, int]] = {}
+        self._builder = RouteBuilder(allowed_networks)
         self._expiry: list[tuple[int, str]] = []
         self.loaded = False
         self.generation = 0
@@ -139,31 +196,33 @@ class RouteTable:
     def __len__(self) -> int:
         return len(self.routes)
 
+    def snapshot_builder(self) -> RouteBuilder:
+        """A builder for the sync thread to turn a snapshot's services into routes with."""
+        return RouteBuilder(self.allowed_networks)
+
     # -- applying changes (reactor thread only)
     def load_snapshot(self, snap: schema.Snapshot) -> None:
-        before = set(self.routes)
-        # The table takes ownership of the snapshot's dicts (nobody else holds the snapshot).
-        self.services = snap.services
-        self.containers = snap.containers
-        self._placements = {}
-        self._by_container = {}
-        for sid, svc in self.services.items():
-            self._by_container.setdefault(svc.container_id, set()).add(sid)
+        """Replace everything with ``snap``, whose services are routes already (see
+        ``snapshot_builder``). The table takes ownership of the snapshot's dicts."""
         old_routes = self.routes
-        self.routes = {}
-        for sid in self.services:
-            self._rebuild(sid)
-        self._expiry = [(s.expires_at, sid) for sid, s in self.services.items() if s.expires_at]
+        self.routes = routes = snap.services
+        self.containers = snap.containers
+        self._builder = RouteBuilder(self.allowed_networks)
+        self._by_container = {}
+        targets = self._builder.targets
+        for sid, route in routes.items():
+            self._by_container.setdefault(route.container_id, set()).add(sid)
+            if route.target is not None:
+                targets.setdefault(route.target, route.target)
+        self._expiry = [(r.expires_at, sid) for sid, r in routes.items() if r.expires_at]
         heapq.heapify(self._expiry)
         self.loaded = True
         self.generation += 1
-        changed = {
-            sid
-            for sid in before | set(self.routes)
-            if old_routes.get(sid) is None
-            or self.routes.get(sid) is None
-            or _differs(old_routes[sid], self.routes[sid])
-        }
+        changed = {sid for sid in routes if sid not in old_routes}
+        for sid, old in old_routes.items():
+            new = routes.get(sid)
+            if new is None or not new.same_as(old):
+                changed.add(sid)
         self._notify(changed)
 
     def apply(self, events: Iterable[schema.Event]) -> set[str]:
@@ -179,49 +238,35 @@ class RouteTable:
 
     def _apply_service(self, ev: schema.Event) -> set[str]:
         sid = ev.id
-        old = self.services.pop(sid, None)
+        old = self.routes.pop(sid, None)
         if old is not None:
             self._by_container.get(old.container_id, set()).discard(sid)
         if ev.op == schema.OP_PUT:
             svc = ev.record
             assert isinstance(svc, Service)
-            self.services[sid] = svc
+            route = self._builder.build(svc, self.containers.get(svc.container_id))
+            self.routes[sid] = route
             self._by_container.setdefault(svc.container_id, set()).add(sid)
             if svc.expires_at:
                 heapq.heappush(self._expiry, (svc.expires_at, sid))
-        self._rebuild(sid)
         return {sid}
 
     def _apply_container(self, ev: schema.Event) -> set[str]:
         cid = ev.id
         sids = set(self._by_container.get(cid, ()))
-        self._placements.pop(cid, None)
+        self._builder.forget(cid)
         if ev.op == schema.OP_PUT:
             assert isinstance(ev.record, Container)
-            self.containers[cid] = ev.record
+            container = self.containers[cid] = ev.record
+            for sid in sids:
+                self.routes[sid] = self._builder.place(self.routes[sid], container)
         else:
             # The cascade: a container delete also deleted its services.
             self.containers.pop(cid, None)
             for sid in sids:
-                self.services.pop(sid, None)
+                self.routes.pop(sid, None)
             self._by_container.pop(cid, None)
-        for sid in sids:
-            self._rebuild(sid)
         return sids
-
-    def _rebuild(self, sid: str) -> None:
-        svc = self.services.get(sid)
-        if svc is None:
-            self.routes.pop(sid, None)
-            return
-        container = self.containers.get(svc.container_id)
-        where = self._placements.get(svc.container_id)
-        if where is None:
-            where = self._placements[svc.container_id] = placement(container, self.allowed_networks)
-        route = Route(svc, container, where=where)
-        if route.target is not None:  # one tuple per distinct target, not one per service
-            route.target = self._targets.setdefault(route.target, route.target)
-        self.routes[sid] = route
 
     def pop_expired(self, now: float) -> set[str]:
         """Service ids whose expiry has come since the last call (for closing connections)."""
@@ -238,7 +283,3 @@ class RouteTable:
     def _notify(self, changed: set[str]) -> None:
         if changed and self.on_change is not None:
             self.on_change(changed)
-
-
-def _differs(a: Route, b: Route) -> bool:
-    return a.service != b.service or a.container != b.container

@@ -17,11 +17,10 @@ from dataplane.probe import Prober, RedisWriter
 from dataplane.routes import Route, RouteTable
 from dataplane.sync import SyncThread
 from shared.redis_conn import make_client
-from shared.schema import Schema, Snapshot
+from shared.schema import READINESS_BATCH, Readiness, Schema, Snapshot
 
 log = Logger()
 EXPIRY_CHECK_SECS = 0.25
-READINESS_CHUNK = 500
 
 
 class ConnectionRegistry:
@@ -173,6 +172,7 @@ class ProxyService(service.Service):
             self._load_snapshot,
             self._apply_events,
             self.ctx.mark_exchange,
+            convert=self.ctx.table.snapshot_builder,
         )
         self.ports: list = []
         self._on_listening: list = []
@@ -182,19 +182,22 @@ class ProxyService(service.Service):
         self._expiry = LoopingCall(self.ctx.check_expiry)
         self._expiry.clock = reactor
 
-    def _report_readiness(self, service_id: str, readiness) -> None:
+    def _report_readiness(self, readiness: Readiness, service_ids: list[str]) -> None:
         # Gathered and handed to the writer once per reactor turn, in chunks: a probe result
-        # for a target shared by many services must not mean one queue hand-off each.
+        # for a target shared by many services is a few script calls, not one write each.
         if not self._readiness:
             self.reactor.callLater(0, self._flush_readiness)
-        self._readiness.append((service_id, readiness))
+        self._readiness.append((readiness, service_ids))
 
     def _flush_readiness(self) -> None:
-        items, self._readiness = self._readiness, []
+        groups, self._readiness = self._readiness, []
         schema = self.schema
-        for i in range(0, len(items), READINESS_CHUNK):
-            chunk = items[i : i + READINESS_CHUNK]
-            self.writer.submit(lambda pipe, chunk=chunk: schema.write_readiness_many(pipe, chunk))
+        for readiness, sids in groups:
+            for i in range(0, len(sids), READINESS_BATCH):  # one script call per task
+                chunk = sids[i : i + READINESS_BATCH]
+                self.writer.submit(
+                    lambda pipe, r=readiness, chunk=chunk: schema.write_readiness_many(pipe, r, chunk)
+                )
 
     # -- sync callbacks (reactor thread)
     def _load_snapshot(self, snap: Snapshot) -> None:

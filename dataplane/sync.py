@@ -40,6 +40,7 @@ class SyncThread:
         on_events: Callable[[list[schema_mod.Event]], None],
         on_exchange: Callable[[], None],
         client_factory: Callable[[], object] | None = None,
+        convert: Callable[[], Callable] | None = None,
     ) -> None:
         self.reactor = reactor
         self.settings = settings
@@ -47,6 +48,8 @@ class SyncThread:
         self.on_snapshot = on_snapshot
         self.on_events = on_events
         self.on_exchange = on_exchange
+        # Makes a fresh snapshot converter (services -> what the table keeps) per snapshot.
+        self.convert = convert
         self.client_factory = client_factory or (
             lambda: make_client(settings, socket_timeout=WAIT_MS / 1000 + 5)
         )
@@ -72,7 +75,7 @@ class SyncThread:
                 if client is None:
                     client = self.client_factory()
                 if cursor is None:
-                    snap = self.schema.snapshot(client)
+                    snap = self.schema.snapshot(client, self.convert() if self.convert else None)
                     cursor = snap.cursor
                     call(self.on_snapshot, snap)
                     snap = None  # the reactor owns it now; do not keep a second copy alive

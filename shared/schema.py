@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -306,7 +306,7 @@ class FeedCursor:
 class Snapshot:
     cursor: FeedCursor
     containers: dict[str, Container]
-    services: dict[str, Service]
+    services: dict[str, Any]  # Service records, or what ``snapshot``'s convert made of them
 
 
 @dataclass(frozen=True)
@@ -318,18 +318,27 @@ class Readiness:
 
 # ------------------------------------------------------------------------------ schema
 _READINESS_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-local current = redis.call('GET', KEYS[2])
-if current then
-  local ok, old = pcall(cjson.decode, current)
-  if ok and old.status == ARGV[2] and old.target == ARGV[3]
-     and tonumber(ARGV[4]) - tonumber(old.checked_at or 0) < tonumber(ARGV[5]) then
-    return 0
+local payload, status, target = ARGV[1], ARGV[2], ARGV[3]
+local checked, refresh = tonumber(ARGV[4]), tonumber(ARGV[5])
+local written = 0
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local fresh = false
+    local current = redis.call('GET', KEYS[i + 1])
+    if current then
+      local ok, old = pcall(cjson.decode, current)
+      fresh = ok and type(old) == 'table' and old.status == status and old.target == target
+        and checked - tonumber(old.checked_at or 0) < refresh
+    end
+    if not fresh then
+      redis.call('SET', KEYS[i + 1], payload)
+      written = written + 1
+    end
   end
 end
-redis.call('SET', KEYS[2], ARGV[1])
-return 1
+return written
 """
+READINESS_BATCH = 500  # services per script call: a few milliseconds of Redis time at most
 
 
 class Schema:
@@ -478,30 +487,29 @@ class Schema:
         The comparison runs in Redis: several proxies probing one target write once per change
         (or once per ``refresh_secs``), not once each per probe. Works on a pipeline too.
         """
-        self.write_readiness_many(client, [(service_id, readiness)], refresh_secs)
+        self.write_readiness_many(client, readiness, [service_id], refresh_secs)
 
     def write_readiness_many(
-        self, client, items: list[tuple[str, Readiness]], refresh_secs: int = 60
+        self, client, readiness: Readiness, service_ids: list[str], refresh_secs: int = 60
     ) -> None:
-        """``write_readiness`` for many services (queue them on a pipeline); services sharing a
-        target share one Readiness, whose stored form is built once."""
-        stored: dict[Readiness, str] = {}
-        for service_id, readiness in items:
-            payload = stored.get(readiness)
-            if payload is None:
-                payload = stored[readiness] = _dumps(
-                    {
-                        "v": SCHEMA_VERSION,
-                        "status": readiness.status,
-                        "target": readiness.target,
-                        "checked_at": readiness.checked_at,
-                    }
-                )
+        """``write_readiness`` of one result for many services (those of one target): one script
+        call per ``READINESS_BATCH`` services, the stored form built once."""
+        payload = _dumps(
+            {
+                "v": SCHEMA_VERSION,
+                "status": readiness.status,
+                "target": readiness.target,
+                "checked_at": readiness.checked_at,
+            }
+        )
+        keys = self.keys
+        for i in range(0, len(service_ids), READINESS_BATCH):
+            chunk = service_ids[i : i + READINESS_BATCH]
+            names = [name for sid in chunk for name in (keys.service(sid), keys.status(sid))]
             client.eval(
                 _READINESS_LUA,
-                2,
-                self.keys.service(service_id),
-                self.keys.status(service_id),
+                len(names),
+                *names,
                 payload,
                 readiness.status,
                 readiness.target,
@@ -541,12 +549,15 @@ class Schema:
         return {_text(k): int(v) for k, v in client.hgetall(self.keys.link_used(service_id)).items()}
 
     # -- feed: readers
-    def snapshot(self, client) -> Snapshot:
+    def snapshot(
+        self, client, convert: Callable[[Service, dict[str, Container]], Any] | None = None
+    ) -> Snapshot:
         """Every container and service, plus a cursor they are at least as new as.
 
         The cursor is read *before* the records, so replaying events after it can only
         repeat changes the snapshot already holds (harmless: events carry whole records),
-        never skip one.
+        never skip one. ``convert(service, containers)``, when given, replaces each service
+        as it is read (the proxy keeps a compact view, not 100,000 whole records at once).
         """
         epoch = self.ensure_epoch(client)
         pipe = client.pipeline(transaction=True)
@@ -567,8 +578,15 @@ class Schema:
             c.container_id: c
             for c in self._many(client, self.keys.containers, self.keys.container, decode_container)
         }
+        if convert is None:
+            decode = decode_service
+        else:
+
+            def decode(raw: str | bytes) -> Any:
+                return convert(decode_service(raw), containers)
+
         services = {
-            s.service_id: s for s in self._many(client, self.keys.services, self.keys.service, decode_service)
+            s.service_id: s for s in self._many(client, self.keys.services, self.keys.service, decode)
         }
         return Snapshot(cursor, containers, services)
 

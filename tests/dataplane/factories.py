@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 
-from dataplane.routes import Route
-from shared import ids
+from dataplane.routes import Route, RouteBuilder
+from shared import ids, schema
 from shared.records import Container, Service, ShareLink
-from shared.tokens import SigningKey
+from shared.tokens import SigningKey, sign
 
 ALLOWED = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/8"))
 
@@ -58,3 +58,16 @@ def route(svc: Service | None = None, ctr: Container | None = None, **svc_change
     ctr = ctr or container()
     svc = svc or service(ctr, **svc_changes)
     return Route(svc, ctr, ALLOWED)
+
+
+def token(route: Route) -> str:
+    """A valid token for ``route`` under its own key."""
+    return sign(route.service_id, route.token_key)
+
+
+def snapshot(*records: Container | Service) -> schema.Snapshot:
+    """A snapshot of ``records`` as the proxy's sync thread hands it over (services as routes)."""
+    containers = {r.container_id: r for r in records if isinstance(r, Container)}
+    build = RouteBuilder(ALLOWED)
+    services = {r.service_id: build(r, containers) for r in records if isinstance(r, Service)}
+    return schema.Snapshot(schema.FeedCursor("e", "0-0", 0), containers, services)

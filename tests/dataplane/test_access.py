@@ -28,37 +28,34 @@ def test_token_service_without_token_is_401():
 @pytest.mark.parametrize("source", ["query", "header", "cookie", "subprotocol"])
 def test_valid_token_from_every_carrier_is_granted(source):
     r = f.route()
-    d = decide(r, creds(r.service.token, source), NOW, fresh=True)
+    d = decide(r, creds(f.token(r), source), NOW, fresh=True)
     assert isinstance(d, access.Grant)
-    assert d.kid == r.service.token_key.kid and d.source == source
+    assert d.kid == r.token_key.kid and d.source == source
 
 
 def test_forged_token_is_403():
     r = f.route()
-    tok = r.service.token
+    tok = f.token(r)
     forged = tok[:-1] + ("A" if tok[-1] != "A" else "B")
     assert decide(r, creds(forged), NOW, fresh=True) is access.TOKEN_INVALID
 
 
 def test_another_services_token_is_403():
     r, other = f.route(), f.route()
-    assert decide(r, creds(other.service.token), NOW, fresh=True) is access.TOKEN_INVALID
+    assert decide(r, creds(f.token(other)), NOW, fresh=True) is access.TOKEN_INVALID
 
 
 def test_rotated_out_token_is_403():
-    r = f.route()
-    old = r.service.token
-    from dataplane.routes import Route
     from shared import ids
     from shared.tokens import SigningKey
 
-    rotated = Route(
-        r.service.with_changes(token_key=SigningKey(ids.new_key_id(), ids.new_secret())),
-        r.container,
-        f.ALLOWED,
-    )
+    ctr = f.container()
+    svc = f.service(ctr)
+    r = f.route(svc, ctr)
+    old = f.token(r)
+    rotated = f.route(svc.with_changes(token_key=SigningKey(ids.new_key_id(), ids.new_secret())), ctr)
     assert decide(rotated, creds(old), NOW, fresh=True) is access.TOKEN_INVALID
-    assert isinstance(decide(rotated, creds(rotated.service.token), NOW, fresh=True), access.Grant)
+    assert isinstance(decide(rotated, creds(f.token(rotated)), NOW, fresh=True), access.Grant)
 
 
 def test_ambiguous_tokens_are_403():
@@ -68,9 +65,9 @@ def test_ambiguous_tokens_are_403():
 
 def test_expired_service_is_410_even_with_a_valid_token():
     r = f.route(expires_at=int(NOW))
-    assert decide(r, creds(r.service.token), NOW, fresh=True) is access.EXPIRED
+    assert decide(r, creds(f.token(r)), NOW, fresh=True) is access.EXPIRED
     # one second earlier it was fine
-    assert isinstance(decide(r, creds(r.service.token), NOW - 1, fresh=True), access.Grant)
+    assert isinstance(decide(r, creds(f.token(r)), NOW - 1, fresh=True), access.Grant)
 
 
 def test_token_check_comes_before_expiry():
@@ -86,14 +83,14 @@ def test_public_expired_is_410():
 
 def test_websocket_on_disabled_service_is_403():
     r = f.route(enable_websockets=False)
-    d = decide(r, creds(r.service.token), NOW, fresh=True, websocket=True)
+    d = decide(r, creds(f.token(r)), NOW, fresh=True, websocket=True)
     assert d is access.WS_DISABLED
-    assert isinstance(decide(r, creds(r.service.token), NOW, fresh=True), access.Grant)
+    assert isinstance(decide(r, creds(f.token(r)), NOW, fresh=True), access.Grant)
 
 
 def test_cookie_only_websocket_needs_same_origin():
     r = f.route()
-    tok = r.service.token
+    tok = f.token(r)
     assert (
         decide(r, creds(tok, "cookie"), NOW, fresh=True, websocket=True, same_origin=False)
         is access.ORIGIN_MISMATCH
@@ -110,19 +107,19 @@ def test_cookie_only_websocket_needs_same_origin():
 def test_unusable_container_is_503(changes):
     ctr = f.container(**changes)
     r = f.route(ctr=ctr)
-    assert decide(r, creds(r.service.token), NOW, fresh=True) is access.TARGET_UNAVAILABLE
+    assert decide(r, creds(f.token(r)), NOW, fresh=True) is access.TARGET_UNAVAILABLE
 
 
 def test_exec_ready_does_not_matter():
     ctr = f.container(exec_ready=False)
     r = f.route(ctr=ctr)
-    assert isinstance(decide(r, creds(r.service.token), NOW, fresh=True), access.Grant)
+    assert isinstance(decide(r, creds(f.token(r)), NOW, fresh=True), access.Grant)
 
 
 def test_address_outside_allowed_networks_is_503():
     for address in ("169.254.169.254", "8.8.8.8", "192.168.1.1"):
         r = f.route(ctr=f.container(address=address))
-        assert decide(r, creds(r.service.token), NOW, fresh=True) is access.TARGET_NOT_ALLOWED
+        assert decide(r, creds(f.token(r)), NOW, fresh=True) is access.TARGET_NOT_ALLOWED
 
 
 def test_missing_container_is_503():
@@ -135,7 +132,7 @@ def test_missing_container_is_503():
 
 def test_stale_sync_fails_closed_for_token_services_only():
     r = f.route()
-    assert decide(r, creds(r.service.token), NOW, fresh=False) is access.SYNC_STALE
+    assert decide(r, creds(f.token(r)), NOW, fresh=False) is access.SYNC_STALE
     pub = f.route(auth_mode="public")
     assert isinstance(decide(pub, access.NO_CREDENTIALS, NOW, fresh=False), access.Grant)
 
@@ -160,11 +157,13 @@ def test_share_link_token_valid_until_its_expiry():
 
 
 def test_token_cache_never_outlives_the_route():
-    r = f.route()
-    tok = r.service.token
+    ctr = f.container()
+    svc = f.service(ctr)
+    r = f.route(svc, ctr)
+    tok = f.token(r)
     assert isinstance(decide(r, creds(tok), NOW, fresh=True), access.Grant)
     assert r.token_cache  # cached on this Route only
-    fresh_route = f.route(svc=r.service.with_changes(share_links=()), ctr=r.container)
+    fresh_route = f.route(svc=svc.with_changes(share_links=()), ctr=ctr)
     assert not fresh_route.token_cache
 
 
@@ -207,7 +206,7 @@ def test_pick_credentials_prefers_query_and_refuses_duplicates():
 
 def test_cookie_only_unsafe_request_from_another_origin_is_403():
     r = f.route()
-    tok = r.service.token
+    tok = f.token(r)
     assert (
         decide(r, creds(tok, "cookie"), NOW, fresh=True, unsafe_cross_origin=True) is access.ORIGIN_MISMATCH
     )
@@ -218,8 +217,6 @@ def test_cookie_only_unsafe_request_from_another_origin_is_403():
     # services that opted into cross-origin use keep it
     open_route = f.route(cors_preflight="passthrough")
     assert isinstance(
-        decide(
-            open_route, creds(open_route.service.token, "cookie"), NOW, fresh=True, unsafe_cross_origin=True
-        ),
+        decide(open_route, creds(f.token(open_route), "cookie"), NOW, fresh=True, unsafe_cross_origin=True),
         access.Grant,
     )

@@ -17,11 +17,9 @@ def setup(*records):
     reactor = MemoryReactorClock()
     table = RouteTable(f.ALLOWED)
     reports = []
-    prober = Prober(reactor, table, lambda sid, r: reports.append((sid, r)), 10.0, 5.0)
+    prober = Prober(reactor, table, lambda r, sids: reports.extend((sid, r) for sid in sids), 10.0, 5.0)
     table.on_change = prober.routes_changed
-    services = {r.service_id: r for r in records if hasattr(r, "service_id")}
-    containers = {r.container_id: r for r in records if not hasattr(r, "service_id")}
-    table.load_snapshot(schema.Snapshot(schema.FeedCursor("e", "0-0", 0), containers, services))
+    table.load_snapshot(f.snapshot(*records))
     prober.start()
     return reactor, table, prober, reports
 
@@ -89,3 +87,82 @@ def test_readiness_write_is_skipped_when_nothing_changed(redis_client, key_prefi
     gone = f.service(ctr, name="gone")
     s.write_readiness(redis_client, gone.service_id, Readiness("ready", "127.0.0.1:7001", 1))
     assert redis_client.get(s.keys.status(gone.service_id)) is None
+
+
+def test_new_service_on_a_known_target_is_reported_without_a_status_change():
+    ctr = f.container()
+    first, second = f.service(ctr, name="a"), f.service(ctr, name="b")
+    reactor, table, _, reports = setup(ctr, first)
+    reactor.advance(0.25)
+    reactor.tcpClients[-1][2].done(True)
+    assert [sid for sid, _ in reports] == [first.service_id]
+    table.apply([schema.Event("1-0", schema.KIND_SERVICE, schema.OP_PUT, second.service_id, second)])
+    reactor.advance(0.25)
+    reactor.tcpClients[-1][2].done(True)  # same answer: only the newcomer is news
+    assert [sid for sid, _ in reports] == [first.service_id, second.service_id]
+
+
+def test_moved_service_is_reported_for_its_new_target_and_the_old_one_is_dropped():
+    old_ctr, new_ctr = f.container(address="127.0.0.2"), f.container(address="127.0.0.3")
+    svc = f.service(old_ctr)
+    reactor, table, prober, reports = setup(old_ctr, new_ctr, svc)
+    reactor.advance(0.25)
+    reactor.tcpClients[-1][2].done(True)
+    moved = svc.with_changes(container_id=new_ctr.container_id)
+    table.apply([schema.Event("1-0", schema.KIND_SERVICE, schema.OP_PUT, svc.service_id, moved)])
+    reactor.advance(0.25)
+    assert reactor.tcpClients[-1][0] == "127.0.0.3"
+    reactor.tcpClients[-1][2].done(False)
+    assert reports[-1][0] == svc.service_id and reports[-1][1].target == "127.0.0.3:7001"
+    assert reports[-1][1].status == "target_unreachable"
+    reactor.advance(10.25)  # the old target's next turn finds no member left: no probe, no state
+    assert [h for h, *_ in reactor.tcpClients].count("127.0.0.2") == 1
+    assert ("127.0.0.2", 7001) not in prober.members and ("127.0.0.2", 7001) not in prober.last
+
+
+def test_deleted_service_is_never_reported():
+    ctr = f.container()
+    kept, gone = f.service(ctr, name="k"), f.service(ctr, name="g")
+    reactor, table, _, reports = setup(ctr, kept, gone)
+    reactor.advance(0.25)
+    table.apply([schema.Event("1-0", schema.KIND_SERVICE, schema.OP_DELETE, gone.service_id, None)])
+    reactor.tcpClients[-1][2].done(True)
+    assert [sid for sid, _ in reports] == [kept.service_id]
+
+
+def test_relay_connect_failure_reports_every_service_of_the_target_once():
+    ctr = f.container()
+    a, b = f.service(ctr, name="a"), f.service(ctr, name="b")
+    reactor, table, prober, reports = setup(ctr, a, b)
+    reactor.advance(0.25)
+    reactor.tcpClients[-1][2].done(True)
+    reports.clear()
+    prober.observed(table.get(a.service_id), True)
+    assert reports == []  # no news
+    prober.observed(table.get(a.service_id), False)
+    assert sorted(sid for sid, r in reports if r.status == "target_unreachable") == sorted(
+        [a.service_id, b.service_id]
+    )
+    prober.observed(table.get(b.service_id), False)
+    assert len(reports) == 2
+
+
+def test_one_readiness_written_for_many_services_in_one_call(redis_client, key_prefix):
+    s = Schema(key_prefix)
+    ctr = f.container()
+    services = [f.service(ctr, name=f"s{i}") for i in range(1200)]  # more than one script batch
+    pipe = redis_client.pipeline()
+    pipe.multi()
+    for svc in services[:-1]:  # the last one does not exist: it must get no status
+        s.put_service(pipe, svc)
+    pipe.execute()
+    sids = [svc.service_id for svc in services]
+    s.write_readiness(redis_client, sids[0], Readiness("ready", "127.0.0.1:7001", 1000))
+    first = redis_client.get(s.keys.status(sids[0]))
+    s.write_readiness_many(redis_client, Readiness("ready", "127.0.0.1:7001", 1010), sids)
+    stored = s.read_readiness(redis_client, sids)
+    assert len(stored) == 1199 and sids[-1] not in stored
+    assert redis_client.get(s.keys.status(sids[0])) == first  # unchanged within the refresh
+    assert stored[sids[1]] == Readiness("ready", "127.0.0.1:7001", 1010)
+    s.write_readiness_many(redis_client, Readiness("target_unreachable", "127.0.0.1:7001", 1011), sids)
+    assert {r.status for r in s.read_readiness(redis_client, sids).values()} == {"target_unreachable"}

@@ -32,7 +32,11 @@ class Harness:
         self.ctx = ProxyContext(self.config, self.reactor, Metrics())
         self.reports = []
         self.ctx.prober = Prober(
-            self.reactor, self.ctx.table, lambda sid, r: self.reports.append((sid, r)), 10.0, 5.0
+            self.reactor,
+            self.ctx.table,
+            lambda r, sids: self.reports.extend((sid, r) for sid in sids),
+            10.0,
+            5.0,
         )
         self.factory = ProxyFactory(self.ctx)
         self.ctr = f.container()
@@ -40,10 +44,7 @@ class Harness:
         self.load(self.svc, self.ctr)
 
     def load(self, *records):
-        services = {r.service_id: r for r in records if hasattr(r, "service_id")}
-        containers = {r.container_id: r for r in records if not hasattr(r, "service_id")}
-        snap = schema.Snapshot(schema.FeedCursor("e", "0-0", 0), containers, services)
-        self.ctx.table.load_snapshot(snap)
+        self.ctx.table.load_snapshot(f.snapshot(*records))
         self.ctx.mark_exchange()
 
     def client(self):
