@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -181,6 +182,14 @@ def test_tls_listener_https_and_wss(world_factory, tmp_path):
         assert ws.recv() == "over tls"
     finally:
         ws.close()
+    # The TLS stack is loaded where it serves, and only there (it costs ~12 MiB per process).
+    tls_proxy, plain_proxy = w.proxy, w.add_proxy()
+    assert _maps_openssl(tls_proxy) and not _maps_openssl(plain_proxy)
+
+
+def _maps_openssl(proxy) -> bool:
+    maps = Path(f"/proc/{proxy.proc.proc.pid}/maps").read_text()
+    return "/OpenSSL/" in maps or "/cryptography/" in maps
 
 
 def test_workers_share_the_listener_and_each_syncs(world_factory):
