@@ -22,6 +22,7 @@ from shared.schema import Readiness
 
 log = Logger()
 REFRESH_SECS = 60.0
+CHANGE_SECS = 1.0  # relay results change a target's reported status at most this often
 MAX_IN_FLIGHT = 256
 BATCH = 20  # tasks per pipeline; a readiness task writes up to READINESS_BATCH services
 
@@ -76,6 +77,7 @@ class Prober:
         self.unreported: dict[tuple[str, int], set[str]] = {}  # members whose readiness is not out yet
         self.last: dict[tuple[str, int], Readiness] = {}  # what its members were last reported as
         self.scheduled: dict[tuple[str, int], float] = {}
+        self.changed_at: dict[tuple[str, int], float] = {}
         self.heap: list[tuple[float, tuple[str, int]]] = []
         self.in_flight: set[tuple[str, int]] = set()
         self._loop = LoopingCall(self._tick)
@@ -123,6 +125,7 @@ class Prober:
             self.unreported.pop(target, None)
             self.last.pop(target, None)
             self.scheduled.pop(target, None)
+            self.changed_at.pop(target, None)
             return set()
         return sids
 
@@ -159,7 +162,13 @@ class Prober:
             self.in_flight.discard(target)
             self._result(target, ok)
 
-        self.reactor.connectTCP(target[0], target[1], _ProbeFactory(finished), timeout=self.connect_timeout)
+        try:
+            self.reactor.connectTCP(
+                target[0], target[1], _ProbeFactory(finished), timeout=self.connect_timeout
+            )
+        except Exception:  # e.g. no socket left: a failed probe, not a stuck one
+            log.failure("probe of {target} could not start", target=target)
+            finished(False)
 
     def _result(self, target: tuple[str, int], ok: bool) -> None:
         """Report the target's readiness for every member when it is news (a change, or the
@@ -173,13 +182,15 @@ class Prober:
                 return
             readiness = last
         else:
-            news = self._prune(target)
-            if not news:
+            members = self._prune(target)  # only members still on this target
+            if not members:
                 return
-            sid = next(iter(news))
-            readiness = Readiness(status, self.table.get(sid).target_text, int(now))
+            readiness = Readiness(status, self.table.get(next(iter(members))).target_text, int(now))
             self.last[target] = readiness
+            self.changed_at[target] = now
             self.unreported.pop(target, None)
+            self.report(readiness, list(members))
+            return
         sids = [sid for sid in news if self._current(target, sid) is not None]
         if sids:
             self.report(readiness, sids)
@@ -191,15 +202,24 @@ class Prober:
             self._probe(route.target)
 
     def observed(self, route: Route | None, ok: bool) -> None:
-        """A relay connect to ``route``'s target succeeded or failed: as good as a probe of it."""
+        """A relay connect to ``route``'s target succeeded or failed: as good as a probe of it,
+        except that relay results change a target's reported status at most once per
+        ``CHANGE_SECS``; one arriving sooner has a probe settle it when the time comes. A
+        flapping target costs one report of its services a second, not one per request.
+        """
         if route is None or route.target is None or not route.usable:
             return
         target = route.target
         last = self.last.get(target)
-        if last is not None and (last.status == "ready") == ok and not self.unreported.get(target):
+        if last is not None and (last.status == "ready") == ok:
             return  # the common case on the request path: no news, two lookups
-        self.members.setdefault(target, set()).add(route.service_id)
-        self._result(target, ok)
+        if target not in self.members:
+            self._join(route)
+        due = self.changed_at.get(target, float("-inf")) + CHANGE_SECS
+        if self.reactor.seconds() >= due:
+            self._result(target, ok)
+        else:
+            self._schedule(target, due)
 
 
 class RedisWriter:

@@ -190,14 +190,24 @@ class ProxyService(service.Service):
         self._readiness.append((readiness, service_ids))
 
     def _flush_readiness(self) -> None:
+        # Packed into tasks of up to READINESS_BATCH services, one script call each, whether
+        # they share one target or each has its own.
         groups, self._readiness = self._readiness, []
         schema = self.schema
+        task: list[tuple[Readiness, list[str]]] = []
+        room = READINESS_BATCH
         for readiness, sids in groups:
-            for i in range(0, len(sids), READINESS_BATCH):  # one script call per task
-                chunk = sids[i : i + READINESS_BATCH]
-                self.writer.submit(
-                    lambda pipe, r=readiness, chunk=chunk: schema.write_readiness_many(pipe, r, chunk)
-                )
+            start = 0
+            while start < len(sids):
+                part = sids[start : start + room]
+                start += len(part)
+                task.append((readiness, part))
+                room -= len(part)
+                if room == 0:
+                    self.writer.submit(lambda pipe, task=task: schema.write_readiness_many(pipe, task))
+                    task, room = [], READINESS_BATCH
+        if task:
+            self.writer.submit(lambda pipe, task=task: schema.write_readiness_many(pipe, task))
 
     # -- sync callbacks (reactor thread)
     def _load_snapshot(self, snap: Snapshot) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -317,21 +317,26 @@ class Readiness:
 
 
 # ------------------------------------------------------------------------------ schema
+# KEYS: (service key, status key) per service. ARGV: refresh seconds, the number of distinct
+# results, each as (stored form, status, target, checked_at), then each service's result number.
 _READINESS_LUA = """
-local payload, status, target = ARGV[1], ARGV[2], ARGV[3]
-local checked, refresh = tonumber(ARGV[4]), tonumber(ARGV[5])
+local refresh, n = tonumber(ARGV[1]), tonumber(ARGV[2])
 local written = 0
-for i = 1, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
+for i = 1, #KEYS / 2 do
+  local base = 2 + 4 * (tonumber(ARGV[2 + 4 * n + i]) - 1)
+  local status, target, checked = ARGV[base + 2], ARGV[base + 3], tonumber(ARGV[base + 4])
+  if redis.call('EXISTS', KEYS[2 * i - 1]) == 1 then
     local fresh = false
-    local current = redis.call('GET', KEYS[i + 1])
+    local current = redis.call('GET', KEYS[2 * i])
     if current then
       local ok, old = pcall(cjson.decode, current)
-      fresh = ok and type(old) == 'table' and old.status == status and old.target == target
-        and checked - tonumber(old.checked_at or 0) < refresh
+      if ok and type(old) == 'table' then
+        local at = tonumber(old.checked_at)
+        fresh = old.status == status and old.target == target and at ~= nil and checked - at < refresh
+      end
     end
     if not fresh then
-      redis.call('SET', KEYS[i + 1], payload)
+      redis.call('SET', KEYS[2 * i], ARGV[base + 1])
       written = written + 1
     end
   end
@@ -339,6 +344,10 @@ end
 return written
 """
 READINESS_BATCH = 500  # services per script call: a few milliseconds of Redis time at most
+
+
+def _encode_readiness(r: Readiness) -> str:
+    return _dumps({"v": SCHEMA_VERSION, "status": r.status, "target": r.target, "checked_at": r.checked_at})
 
 
 class Schema:
@@ -487,35 +496,42 @@ class Schema:
         The comparison runs in Redis: several proxies probing one target write once per change
         (or once per ``refresh_secs``), not once each per probe. Works on a pipeline too.
         """
-        self.write_readiness_many(client, readiness, [service_id], refresh_secs)
+        self.write_readiness_many(client, [(readiness, [service_id])], refresh_secs)
 
     def write_readiness_many(
-        self, client, readiness: Readiness, service_ids: list[str], refresh_secs: int = 60
+        self, client, results: Iterable[tuple[Readiness, Sequence[str]]], refresh_secs: int = 60
     ) -> None:
-        """``write_readiness`` of one result for many services (those of one target): one script
-        call per ``READINESS_BATCH`` services, the stored form built once."""
-        payload = _dumps(
-            {
-                "v": SCHEMA_VERSION,
-                "status": readiness.status,
-                "target": readiness.target,
-                "checked_at": readiness.checked_at,
-            }
-        )
+        """``write_readiness`` for many services: ``results`` pairs one result with the services
+        it is for (those of one target). One script call per ``READINESS_BATCH`` services,
+        whatever their targets; each result's stored form is built once."""
         keys = self.keys
-        for i in range(0, len(service_ids), READINESS_BATCH):
-            chunk = service_ids[i : i + READINESS_BATCH]
-            names = [name for sid in chunk for name in (keys.service(sid), keys.status(sid))]
-            client.eval(
-                _READINESS_LUA,
-                len(names),
-                *names,
-                payload,
-                readiness.status,
-                readiness.target,
-                readiness.checked_at,
-                refresh_secs,
-            )
+        names: list[str] = []
+        params: list[Any] = []
+        which: list[int] = []
+
+        def flush() -> None:
+            if which:
+                client.eval(
+                    _READINESS_LUA, len(names), *names, refresh_secs, len(params) // 4, *params, *which
+                )
+                names.clear()
+                params.clear()
+                which.clear()
+
+        for readiness, service_ids in results:
+            number = None
+            for sid in service_ids:
+                if number is None:
+                    params.extend((_encode_readiness(readiness), readiness.status, readiness.target))
+                    params.append(readiness.checked_at)
+                    number = len(params) // 4
+                names.append(keys.service(sid))
+                names.append(keys.status(sid))
+                which.append(number)
+                if len(which) == READINESS_BATCH:
+                    flush()
+                    number = None
+        flush()
 
     def read_readiness(self, client, service_ids: list[str]) -> dict[str, Readiness]:
         if not service_ids:

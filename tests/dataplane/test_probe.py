@@ -130,7 +130,7 @@ def test_deleted_service_is_never_reported():
     assert [sid for sid, _ in reports] == [kept.service_id]
 
 
-def test_relay_connect_failure_reports_every_service_of_the_target_once():
+def test_relay_results_report_every_service_of_the_target_at_most_once_a_second():
     ctr = f.container()
     a, b = f.service(ctr, name="a"), f.service(ctr, name="b")
     reactor, table, prober, reports = setup(ctr, a, b)
@@ -139,12 +139,39 @@ def test_relay_connect_failure_reports_every_service_of_the_target_once():
     reports.clear()
     prober.observed(table.get(a.service_id), True)
     assert reports == []  # no news
+    reactor.advance(1.0)
     prober.observed(table.get(a.service_id), False)
     assert sorted(sid for sid, r in reports if r.status == "target_unreachable") == sorted(
         [a.service_id, b.service_id]
     )
-    prober.observed(table.get(b.service_id), False)
-    assert len(reports) == 2
+    # a flapping target (every request contradicts the last report): no report until a probe,
+    # due a second after the last change, settles it
+    for _ in range(50):
+        prober.observed(table.get(b.service_id), True)
+        prober.observed(table.get(a.service_id), False)
+    assert len(reports) == 2 and len(reactor.tcpClients) == 1
+    reactor.advance(1.0)
+    assert len(reactor.tcpClients) == 2
+    reactor.tcpClients[-1][2].done(True)
+    assert len(reports) == 4 and {r.status for _, r in reports[2:]} == {"ready"}
+
+
+def test_readiness_script_survives_odd_stored_values(redis_client, key_prefix):
+    s = Schema(key_prefix)
+    ctr = f.container()
+    odd, plain = f.service(ctr, name="odd"), f.service(ctr, name="plain")
+    pipe = redis_client.pipeline()
+    pipe.multi()
+    s.put_service(pipe, odd)
+    s.put_service(pipe, plain)
+    pipe.execute()
+    redis_client.set(s.keys.status(odd.service_id), '{"status": "ready", "target": "x", "checked_at": null}')
+    fresh = Readiness("ready", "127.0.0.1:7001", 1000)
+    s.write_readiness_many(redis_client, [(fresh, [odd.service_id, plain.service_id])])
+    assert s.read_readiness(redis_client, [odd.service_id, plain.service_id]) == {
+        odd.service_id: fresh,
+        plain.service_id: fresh,
+    }
 
 
 def test_one_readiness_written_for_many_services_in_one_call(redis_client, key_prefix):
@@ -159,10 +186,17 @@ def test_one_readiness_written_for_many_services_in_one_call(redis_client, key_p
     sids = [svc.service_id for svc in services]
     s.write_readiness(redis_client, sids[0], Readiness("ready", "127.0.0.1:7001", 1000))
     first = redis_client.get(s.keys.status(sids[0]))
-    s.write_readiness_many(redis_client, Readiness("ready", "127.0.0.1:7001", 1010), sids)
+    s.write_readiness_many(redis_client, [(Readiness("ready", "127.0.0.1:7001", 1010), sids)])
     stored = s.read_readiness(redis_client, sids)
     assert len(stored) == 1199 and sids[-1] not in stored
     assert redis_client.get(s.keys.status(sids[0])) == first  # unchanged within the refresh
     assert stored[sids[1]] == Readiness("ready", "127.0.0.1:7001", 1010)
-    s.write_readiness_many(redis_client, Readiness("target_unreachable", "127.0.0.1:7001", 1011), sids)
+    s.write_readiness_many(redis_client, [(Readiness("target_unreachable", "127.0.0.1:7001", 1011), sids)])
     assert {r.status for r in s.read_readiness(redis_client, sids).values()} == {"target_unreachable"}
+    # several results in one call: each service gets its own
+    other = Readiness("ready", "10.9.9.9:1", 1012)
+    s.write_readiness_many(
+        redis_client, [(other, sids[:3]), (Readiness("ready", "127.0.0.1:7001", 1013), sids[3:6])]
+    )
+    stored = s.read_readiness(redis_client, sids[:6])
+    assert [stored[sid].target for sid in sids[:6]] == ["10.9.9.9:1"] * 3 + ["127.0.0.1:7001"] * 3
