@@ -23,8 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-0123456789"
 
 
+class ProcessExited(AssertionError):
+    """A process a test waits for has exited: waiting longer cannot help."""
+
+
 def wait_for(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.02, what: str = ""):
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds, or at
+    once when it raises ``ProcessExited``."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
     while time.monotonic() < deadline:
@@ -32,6 +37,8 @@ def wait_for(check: Callable[[], object], timeout: float = 10.0, interval: float
             value = check()
             if value:
                 return value
+        except ProcessExited:
+            raise
         except Exception as exc:  # the thing may not be up yet
             last_exc = exc
         time.sleep(interval)
@@ -56,6 +63,21 @@ class Proc:
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
+
+    def wait_up(self, check: Callable[[], object], timeout: float, what: str) -> None:
+        """``wait_for(check)``, failing at once if this process exits, and with its output."""
+
+        def up():
+            if not self.alive():
+                raise ProcessExited(f"{self.name} exited ({self.proc.returncode}):\n{self.output()}")
+            return check()
+
+        try:
+            wait_for(up, timeout, what=what)
+        except ProcessExited:
+            raise
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n--- {self.name} output ---\n{self.output()[-6000:]}") from None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -106,12 +128,11 @@ class ControlPlane:
         )
 
     def wait_ready(self, timeout: float = 20.0) -> ControlPlane:
-        def up():
-            if not self.proc.alive():
-                raise AssertionError("gunicorn exited:\n" + self.proc.output())
-            return requests.get(self.url + "/api/openapi.json", timeout=1).status_code == 200
-
-        wait_for(up, timeout, what="control plane")
+        self.proc.wait_up(
+            lambda: requests.get(self.url + "/api/openapi.json", timeout=1).status_code == 200,
+            timeout,
+            "control plane",
+        )
         return self
 
     def stop(self) -> None:
@@ -137,12 +158,7 @@ class Proxy:
         return requests.get(self.admin_url + "/readyz", timeout=1).status_code == 200
 
     def wait_ready(self, timeout: float = 20.0) -> Proxy:
-        def up():
-            if not self.proc.alive():
-                raise AssertionError("proxy exited:\n" + self.proc.output())
-            return self.ready()
-
-        wait_for(up, timeout, what="proxy readiness")
+        self.proc.wait_up(self.ready, timeout, "proxy readiness")
         return self
 
     def metrics(self) -> str:
