@@ -8,10 +8,11 @@ several replicas neither flood Redis nor rewrite each other's answer at every pr
 
 from __future__ import annotations
 
-import heapq
+import math
 import queue
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 
 from twisted.internet import protocol
 from twisted.internet.task import LoopingCall
@@ -23,7 +24,10 @@ from shared.schema import Readiness
 log = Logger()
 REFRESH_SECS = 60.0
 CHANGE_SECS = 1.0  # relay results change a target's reported status at most this often
+TICK_SECS = 0.25
+PROBES_PER_TICK = 256
 MAX_IN_FLIGHT = 256
+URGENT = -1  # a target's ``due`` when it waits in the urgent queue
 BATCH = 20  # tasks per pipeline; a readiness task writes up to READINESS_BATCH services
 
 
@@ -51,13 +55,44 @@ class _ProbeFactory(protocol.ClientFactory):
         self.done(False)
 
 
+class _Target:
+    """What the prober knows of one target (address, port): the services using it (one id, or
+    a set of them: most targets have one), the last result reported for them (``ok`` None:
+    none yet) and when, and when its next probe is due. One small object per target, so
+    100,000 targets cost tens of MiB, not hundreds."""
+
+    __slots__ = ("members", "ok", "reported_at", "due")
+
+    def __init__(self) -> None:
+        self.members: str | set[str] | None = None
+        self.ok: bool | None = None
+        self.reported_at = float("-inf")
+        self.due: int | None = None  # a wheel slot, or URGENT
+
+    def add(self, sid: str) -> None:
+        m = self.members
+        if m is None:
+            self.members = sid
+        elif isinstance(m, str):
+            if m != sid:
+                self.members = {m, sid}
+        else:
+            m.add(sid)
+
+    def ids(self) -> Iterable[str]:
+        m = self.members
+        return () if m is None else (m,) if isinstance(m, str) else m
+
+
 class Prober:
     """Schedules probes and reports results. Reactor thread only.
 
-    State is per target (address, port), not per service: many services may share one, and
-    100,000 routes must mean neither 100,000 connects every interval nor 100,000 entries of
-    bookkeeping each. A service's membership of a target is checked against the route table
-    when the target's result comes in, so a service that moved or went is dropped then.
+    State is per target, not per service: many services may share one, and 100,000 routes
+    must mean neither 100,000 connects every interval nor 100,000 entries of bookkeeping each.
+    A service's membership of a target is checked against the route table when the target is
+    probed, so a service that moved or went is dropped then. At most ``PROBES_PER_TICK`` probes
+    start per tick (about 1,000 a second): with more targets than that per interval, each is
+    probed less often rather than the proxy spending its CPU on probes.
     """
 
     def __init__(
@@ -73,87 +108,137 @@ class Prober:
         self.report = report
         self.interval = interval
         self.connect_timeout = connect_timeout
-        self.members: dict[tuple[str, int], set[str]] = {}
-        self.unreported: dict[tuple[str, int], set[str]] = {}  # members whose readiness is not out yet
-        self.last: dict[tuple[str, int], Readiness] = {}  # what its members were last reported as
-        self.scheduled: dict[tuple[str, int], float] = {}
-        self.changed_at: dict[tuple[str, int], float] = {}
-        self.heap: list[tuple[float, tuple[str, int]]] = []
+        self.targets: dict[tuple[str, int], _Target] = {}
+        # A timing wheel of tick slots rather than a heap of (time, target) tuples: 8 bytes per
+        # scheduled target instead of about 90. An entry is live iff its target's ``due`` is
+        # still that slot (rescheduling leaves the old entry to be skipped).
+        self.wheel: dict[int, list[tuple[str, int]]] = {}
+        self.cursor = self._slot(reactor.seconds())
+        # Targets of a few routes that just changed go before the wheel: with more targets
+        # than the probe budget covers per interval, the wheel runs late, and a service just
+        # published should not wait for a whole round to get its status.
+        self.urgent: deque[tuple[str, int]] = deque()
         self.in_flight: set[tuple[str, int]] = set()
         self._loop = LoopingCall(self._tick)
         self._loop.clock = reactor
 
     def start(self) -> None:
-        self._loop.start(min(0.25, self.interval), now=False)
+        self._loop.start(TICK_SECS, now=False)
 
     def stop(self) -> None:
         if self._loop.running:
             self._loop.stop()
 
     def routes_changed(self, service_ids: set[str]) -> None:
-        """Routes appeared, changed or went: (re)schedule their targets for a probe now."""
+        """Routes appeared, changed or went: probe their targets now, ahead of the round when
+        they are few (a snapshot's many go in order). A service joining a target with a known
+        result is reported with it at once."""
         now = self.reactor.seconds()
+        urgent = len(service_ids) <= PROBES_PER_TICK
         get = self.table.get
+        known: dict[tuple[str, int], list[str]] = {}
         for sid in service_ids:
             route = get(sid)
             # An unusable container is not probed: the control plane derives
             # target_unreachable from the container itself.
             if route is not None and route.usable and route.target is not None:
-                self._join(route)
-                self._schedule(route.target, now)
+                state = self._join(route)
+                if state.ok is not None:
+                    known.setdefault(route.target, []).append(sid)
+                if urgent:
+                    self._hurry(route.target, state)
+                else:
+                    self._schedule(route.target, state, now)
+        for target, sids in known.items():
+            state = self.targets[target]
+            self.report(self._readiness(target, state.ok, state.reported_at), sids)
 
-    def _join(self, route: Route) -> None:
-        target = route.target
-        self.members.setdefault(target, set()).add(route.service_id)
-        self.unreported.setdefault(target, set()).add(route.service_id)
+    def _join(self, route: Route) -> _Target:
+        state = self.targets.get(route.target)
+        if state is None:
+            state = self.targets[route.target] = _Target()
+        state.add(route.service_id)
+        return state
 
-    def _current(self, target: tuple[str, int], sid: str) -> Route | None:
-        route = self.table.get(sid)
-        if route is None or route.target != target or not route.usable:
-            return None
-        return route
-
-    def _prune(self, target: tuple[str, int]) -> set[str]:
+    def _live(self, target: tuple[str, int], state: _Target) -> list[str]:
         """The target's members that still use it; forgets the target when none do."""
-        sids = self.members.get(target)
-        if sids:
-            gone = [sid for sid in sids if self._current(target, sid) is None]
-            sids.difference_update(gone)
-            self.unreported.get(target, sids).difference_update(gone)
-        if not sids:
-            self.members.pop(target, None)
-            self.unreported.pop(target, None)
-            self.last.pop(target, None)
-            self.scheduled.pop(target, None)
-            self.changed_at.pop(target, None)
-            return set()
-        return sids
+        get = self.table.get
+        live = []
+        for sid in state.ids():
+            route = get(sid)
+            if route is not None and route.target == target and route.usable:
+                live.append(sid)
+        if not live:
+            del self.targets[target]
+        elif len(live) == 1:
+            state.members = live[0]
+        elif not isinstance(state.members, set) or len(live) != len(state.members):
+            state.members = set(live)
+        return live
 
-    def _schedule(self, target: tuple[str, int], when: float) -> None:
-        current = self.scheduled.get(target)
-        if current is not None and current <= when:
+    def _readiness(self, target: tuple[str, int], ok: bool, when: float) -> Readiness:
+        route = self.table.get(next(iter(self.targets[target].ids())))
+        text = route.target_text if route is not None else f"{target[0]}:{target[1]}"
+        return Readiness("ready" if ok else "target_unreachable", text, int(when))
+
+    @staticmethod
+    def _slot(when: float) -> int:
+        return math.ceil(when / TICK_SECS)  # a tick at or after ``when`` takes it
+
+    def _schedule(self, target: tuple[str, int], state: _Target, when: float) -> None:
+        slot = max(self._slot(when), self.cursor)
+        if state.due is not None and state.due <= slot:
             return
-        self.scheduled[target] = when
-        heapq.heappush(self.heap, (when, target))
+        state.due = slot
+        self.wheel.setdefault(slot, []).append(target)
+
+    def _hurry(self, target: tuple[str, int], state: _Target) -> None:
+        if state.due != URGENT:
+            state.due = URGENT
+            self.urgent.append(target)
 
     def _tick(self) -> None:
         now = self.reactor.seconds()
-        heap = self.heap
-        while heap and heap[0][0] <= now and len(self.in_flight) < MAX_IN_FLIGHT:
-            when, target = heapq.heappop(heap)
-            if self.scheduled.get(target) != when:
-                continue  # superseded by an earlier schedule, or the target is gone
-            del self.scheduled[target]
-            self._schedule(target, now + self.interval)
-            self._probe(target)
+        started = 0
+        urgent = self.urgent
+        while urgent and started < PROBES_PER_TICK and len(self.in_flight) < MAX_IN_FLIGHT:
+            target = urgent.popleft()
+            state = self.targets.get(target)
+            if state is None or state.due != URGENT:
+                continue
+            state.due = None
+            self._schedule(target, state, now + self.interval)
+            self._probe(target, state)
+            started += 1
+        last = math.floor(now / TICK_SECS)
+        wheel = self.wheel
+        while wheel:
+            slot = min(wheel)  # a handful of slots: one interval's worth at most
+            if slot > last:
+                break
+            self.cursor = slot
+            due = wheel[slot]
+            while due and started < PROBES_PER_TICK and len(self.in_flight) < MAX_IN_FLIGHT:
+                target = due.pop()
+                state = self.targets.get(target)
+                if state is None or state.due != slot:
+                    continue  # superseded by an earlier schedule, or the target is gone
+                state.due = None
+                self._schedule(target, state, now + self.interval)
+                self._probe(target, state)
+                started += 1
+            if due:
+                return  # this tick's budget is spent; the rest go first next tick
+            del wheel[slot]
+        self.cursor = last + 1
 
-    def _probe(self, target: tuple[str, int]) -> None:
+    def _probe(self, target: tuple[str, int], state: _Target) -> None:
         if target in self.in_flight:
             return
-        sids = self._prune(target)
-        if not sids:
+        live = self._live(target, state)
+        if not live:
             return
-        if not self.table.get(next(iter(sids))).allowed:  # one address, one verdict for all
+        if not self.table.get(live[0]).allowed:  # one address, one verdict for all
             self._result(target, False)
             return
         self.in_flight.add(target)
@@ -171,35 +256,25 @@ class Prober:
             finished(False)
 
     def _result(self, target: tuple[str, int], ok: bool) -> None:
-        """Report the target's readiness for every member when it is news (a change, or the
-        once-a-minute refresh), else only for members never reported with it."""
-        status = "ready" if ok else "target_unreachable"
-        now = self.reactor.seconds()
-        last = self.last.get(target)
-        if last is not None and last.status == status and now - last.checked_at < REFRESH_SECS:
-            news = self.unreported.pop(target, None)
-            if not news:
-                return
-            readiness = last
-        else:
-            members = self._prune(target)  # only members still on this target
-            if not members:
-                return
-            readiness = Readiness(status, self.table.get(next(iter(members))).target_text, int(now))
-            self.last[target] = readiness
-            self.changed_at[target] = now
-            self.unreported.pop(target, None)
-            self.report(readiness, list(members))
+        """Report the target's readiness for every member when it is news: a change, or the
+        once-a-minute refresh (the write itself is skipped in Redis when another replica
+        already wrote the same)."""
+        state = self.targets.get(target)
+        if state is None:
             return
-        sids = [sid for sid in news if self._current(target, sid) is not None]
-        if sids:
-            self.report(readiness, sids)
+        now = self.reactor.seconds()
+        if state.ok == ok and now - state.reported_at < REFRESH_SECS:
+            return
+        live = self._live(target, state)
+        if not live:
+            return
+        state.ok, state.reported_at = ok, now
+        self.report(self._readiness(target, ok, now), live)
 
     def probe(self, route: Route) -> None:
         """Probe ``route``'s target now (tests and operators; the schedule does the rest)."""
         if route.target is not None and route.usable:
-            self._join(route)
-            self._probe(route.target)
+            self._probe(route.target, self._join(route))
 
     def observed(self, route: Route | None, ok: bool) -> None:
         """A relay connect to ``route``'s target succeeded or failed: as good as a probe of it,
@@ -209,17 +284,16 @@ class Prober:
         """
         if route is None or route.target is None or not route.usable:
             return
-        target = route.target
-        last = self.last.get(target)
-        if last is not None and (last.status == "ready") == ok:
-            return  # the common case on the request path: no news, two lookups
-        if target not in self.members:
-            self._join(route)
-        due = self.changed_at.get(target, float("-inf")) + CHANGE_SECS
+        state = self.targets.get(route.target)
+        if state is not None and state.ok == ok:
+            return  # the common case on the request path: no news, one lookup
+        if state is None:
+            state = self._join(route)
+        due = state.reported_at + CHANGE_SECS
         if self.reactor.seconds() >= due:
-            self._result(target, ok)
+            self._result(route.target, ok)
         else:
-            self._schedule(target, due)
+            self._schedule(route.target, state, due)
 
 
 class RedisWriter:

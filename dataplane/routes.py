@@ -130,9 +130,7 @@ class Route:
 
 
 class RouteBuilder:
-    """Builds routes from service records, sharing what services of one container share:
-    the placement (computed once per container) and the target tuple (one per distinct
-    address and port, not one per service).
+    """Builds routes from service records, computing each container's placement once.
 
     Also the snapshot's ``convert``: the sync thread turns each decoded service into its route
     as it reads them, with a builder of its own (the table's stays on the reactor thread).
@@ -141,7 +139,6 @@ class RouteBuilder:
     def __init__(self, allowed_networks: tuple[Network, ...]) -> None:
         self.allowed_networks = allowed_networks
         self.placements: dict[str, Placement] = {}
-        self.targets: dict[tuple[str, int], tuple[str, int]] = {}
 
     def where(self, container_id: str, container: Container | None) -> Placement:
         where = self.placements.get(container_id)
@@ -150,24 +147,16 @@ class RouteBuilder:
         return where
 
     def build(self, service: Service, container: Container | None) -> Route:
-        route = Route(service, container, where=self.where(service.container_id, container))
-        self._share_target(route)
-        return route
+        return Route(service, container, where=self.where(service.container_id, container))
 
     def place(self, route: Route, container: Container | None) -> Route:
-        moved = route.placed(container, self.where(route.container_id, container))
-        self._share_target(moved)
-        return moved
+        return route.placed(container, self.where(route.container_id, container))
 
     def forget(self, container_id: str) -> None:
         self.placements.pop(container_id, None)
 
     def __call__(self, service: Service, containers: dict[str, Container]) -> Route:
         return self.build(service, containers.get(service.container_id))
-
-    def _share_target(self, route: Route) -> None:
-        if route.target is not None:
-            route.target = self.targets.setdefault(route.target, route.target)
 
 
 class RouteTable:
@@ -184,7 +173,9 @@ class RouteTable:
         self.on_change = on_change
         self.containers: dict[str, Container] = {}
         self.routes: dict[str, Route] = {}
-        self._by_container: dict[str, set[str]] = {}
+        # Lists, not sets: a set costs about 40 bytes per member, a list 8. Removal scans one
+        # container's services, and happens only when a service is deleted or moves.
+        self._by_container: dict[str, list[str]] = {}
         self._builder = RouteBuilder(allowed_networks)
         self._expiry: list[tuple[int, str]] = []
         self.loaded = False
@@ -209,11 +200,8 @@ class RouteTable:
         self.containers = snap.containers
         self._builder = RouteBuilder(self.allowed_networks)
         self._by_container = {}
-        targets = self._builder.targets
         for sid, route in routes.items():
-            self._by_container.setdefault(route.container_id, set()).add(sid)
-            if route.target is not None:
-                targets.setdefault(route.target, route.target)
+            self._by_container.setdefault(route.container_id, []).append(sid)
         self._expiry = [(r.expires_at, sid) for sid, r in routes.items() if r.expires_at]
         heapq.heapify(self._expiry)
         self.loaded = True
@@ -239,14 +227,19 @@ class RouteTable:
     def _apply_service(self, ev: schema.Event) -> set[str]:
         sid = ev.id
         old = self.routes.pop(sid, None)
-        if old is not None:
-            self._by_container.get(old.container_id, set()).discard(sid)
-        if ev.op == schema.OP_PUT:
-            svc = ev.record
+        svc = ev.record if ev.op == schema.OP_PUT else None
+        if old is not None and (svc is None or svc.container_id != old.container_id):
+            sids = self._by_container.get(old.container_id)
+            if sids is not None and sid in sids:
+                sids.remove(sid)
+                if not sids:
+                    del self._by_container[old.container_id]
+        if svc is not None:
             assert isinstance(svc, Service)
             route = self._builder.build(svc, self.containers.get(svc.container_id))
             self.routes[sid] = route
-            self._by_container.setdefault(svc.container_id, set()).add(sid)
+            if old is None or old.container_id != svc.container_id:
+                self._by_container.setdefault(svc.container_id, []).append(sid)
             if svc.expires_at:
                 heapq.heappush(self._expiry, (svc.expires_at, sid))
         return {sid}

@@ -309,7 +309,7 @@ class Snapshot:
     services: dict[str, Any]  # Service records, or what ``snapshot``'s convert made of them
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Readiness:
     status: str  # "ready" or "target_unreachable"
     target: str  # "address:port" it was measured against

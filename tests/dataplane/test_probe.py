@@ -89,7 +89,7 @@ def test_readiness_write_is_skipped_when_nothing_changed(redis_client, key_prefi
     assert redis_client.get(s.keys.status(gone.service_id)) is None
 
 
-def test_new_service_on_a_known_target_is_reported_without_a_status_change():
+def test_new_service_on_a_known_target_is_reported_at_once_with_its_result():
     ctr = f.container()
     first, second = f.service(ctr, name="a"), f.service(ctr, name="b")
     reactor, table, _, reports = setup(ctr, first)
@@ -97,9 +97,11 @@ def test_new_service_on_a_known_target_is_reported_without_a_status_change():
     reactor.tcpClients[-1][2].done(True)
     assert [sid for sid, _ in reports] == [first.service_id]
     table.apply([schema.Event("1-0", schema.KIND_SERVICE, schema.OP_PUT, second.service_id, second)])
-    reactor.advance(0.25)
-    reactor.tcpClients[-1][2].done(True)  # same answer: only the newcomer is news
     assert [sid for sid, _ in reports] == [first.service_id, second.service_id]
+    assert reports[-1][1] == reports[0][1]  # the target's known result
+    reactor.advance(0.25)
+    reactor.tcpClients[-1][2].done(True)  # the re-probe confirms it: no news, no report
+    assert len(reports) == 2
 
 
 def test_moved_service_is_reported_for_its_new_target_and_the_old_one_is_dropped():
@@ -117,7 +119,7 @@ def test_moved_service_is_reported_for_its_new_target_and_the_old_one_is_dropped
     assert reports[-1][1].status == "target_unreachable"
     reactor.advance(10.25)  # the old target's next turn finds no member left: no probe, no state
     assert [h for h, *_ in reactor.tcpClients].count("127.0.0.2") == 1
-    assert ("127.0.0.2", 7001) not in prober.members and ("127.0.0.2", 7001) not in prober.last
+    assert ("127.0.0.2", 7001) not in prober.targets
 
 
 def test_deleted_service_is_never_reported():
@@ -200,3 +202,50 @@ def test_one_readiness_written_for_many_services_in_one_call(redis_client, key_p
     )
     stored = s.read_readiness(redis_client, sids[:6])
     assert [stored[sid].target for sid in sids[:6]] == ["10.9.9.9:1"] * 3 + ["127.0.0.1:7001"] * 3
+
+
+def test_probes_per_tick_are_bounded_and_the_rest_follow():
+    from dataplane.probe import PROBES_PER_TICK
+
+    ctr = f.container()
+    services = [f.service(ctr, name=f"s{i}", target_port=20000 + i) for i in range(PROBES_PER_TICK + 40)]
+    reactor, _, prober, _ = setup(ctr, *services)
+    reactor.advance(0.25)
+    assert len(reactor.tcpClients) == PROBES_PER_TICK
+    for *_, factory, _t, _b in reactor.tcpClients:
+        factory.done(True)
+    reactor.advance(0.25)
+    dialled = {port for _h, port, *_ in reactor.tcpClients}
+    assert len(reactor.tcpClients) == PROBES_PER_TICK + 40 and len(dialled) == PROBES_PER_TICK + 40
+    assert len(prober.targets) == PROBES_PER_TICK + 40
+
+
+def test_probes_go_on_after_the_clock_jumps_forward():
+    ctr = f.container()
+    svc = f.service(ctr)
+    reactor, _, prober, _ = setup(ctr, svc)
+    reactor.advance(0.25)
+    assert len(reactor.tcpClients) == 1
+    reactor.tcpClients[-1][2].done(True)
+    reactor.advance(86_400.0)  # a day later in one step (suspend, clock step): one probe, not a storm
+    assert len(reactor.tcpClients) == 2
+    reactor.tcpClients[-1][2].done(True)
+    reactor.advance(10.0)
+    assert len(reactor.tcpClients) == 3  # and every interval after that
+
+
+def test_a_just_published_service_is_probed_ahead_of_a_backlog():
+    from dataplane.probe import PROBES_PER_TICK
+
+    ctr = f.container()
+    fleet = [f.service(ctr, name=f"s{i}", target_port=20000 + i) for i in range(PROBES_PER_TICK * 3)]
+    reactor, table, _, _ = setup(ctr, *fleet)
+    reactor.advance(0.25)
+    assert len(reactor.tcpClients) == PROBES_PER_TICK  # the round runs behind: a backlog
+    for *_, factory, _t, _b in reactor.tcpClients:
+        factory.done(True)
+    new = f.service(ctr, name="new", target_port=9999)
+    table.apply([schema.Event("1-0", schema.KIND_SERVICE, schema.OP_PUT, new.service_id, new)])
+    reactor.advance(0.25)
+    assert reactor.tcpClients[PROBES_PER_TICK][1] == 9999  # first in the next tick
+    assert len(reactor.tcpClients) == 2 * PROBES_PER_TICK

@@ -35,11 +35,13 @@ def test_snapshot_routes_carry_what_requests_need():
     assert changes == [{svc.service_id}]
 
 
-def test_services_of_one_container_share_one_target_tuple():
-    ctr = f.container()
-    a, b = f.service(ctr, name="a"), f.service(ctr, name="b")
-    table, _ = table_with(ctr, a, b)
-    assert table.get(a.service_id).target is table.get(b.service_id).target
+def test_services_of_one_container_are_placed_alike_on_their_own_ports():
+    ctr = f.container(address="10.0.0.7")
+    a, b, c = f.service(ctr, name="a"), f.service(ctr, name="b"), f.service(ctr, name="c", target_port=9)
+    table, _ = table_with(ctr, a, b, c)
+    ra, rb, rc = (table.get(s.service_id) for s in (a, b, c))
+    assert ra.target == rb.target == ("10.0.0.7", 7001) and rc.target == ("10.0.0.7", 9)
+    assert (ra.usable, ra.allowed, ra.ipv6) == (rc.usable, rc.allowed, rc.ipv6) == (True, True, False)
 
 
 def test_reloading_an_identical_snapshot_changes_nothing():
