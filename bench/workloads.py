@@ -231,8 +231,12 @@ def median(values: list[float]) -> float:
 
 
 def write_routes(redis_url: str, prefix: str, count: int, port: int, batch: int = 1000) -> tuple[float, str]:
-    """Write ``count`` public services (100 per container) straight into Redis through the
-    schema's writers, in batched MULTI pipelines. Returns the seconds it took."""
+    """Write ``count`` public services straight into Redis through the schema's writers, in
+    batched MULTI pipelines, laid out as a real fleet is: 100 services per container, each
+    container on its own address and each service on its own port, so every service is a
+    target of its own (probed, with its readiness written). Only the last service, on a
+    container at 127.0.0.1, points at ``port`` (the backend). Returns the seconds it took and
+    that service's id."""
     import redis
 
     from shared import ids
@@ -251,9 +255,12 @@ def write_routes(redis_url: str, prefix: str, count: int, port: int, batch: int 
     container = None
     pipe = client.pipeline(transaction=True)
     for i in range(count):
-        if i % 100 == 0:
+        last = i == count - 1
+        if i % 100 == 0 or last:
+            k = i // 100
+            address = "127.0.0.1" if last else f"127.{1 + k // 65536}.{(k // 256) % 256}.{k % 256}"
             container = Container(
-                ids.new_id(ids.CONTAINER), tenant.tenant_id, f"c{i // 100}", "127.0.0.1", True,
+                ids.new_id(ids.CONTAINER), tenant.tenant_id, f"c{i}", address, True,
                 "running", True, True, now, now,
             )  # fmt: skip
             schema.put_container(pipe, container)
@@ -262,7 +269,7 @@ def write_routes(redis_url: str, prefix: str, count: int, port: int, batch: int 
             tenant_id=tenant.tenant_id,
             container_id=container.container_id,
             name=f"s{i}",
-            target_port=port,
+            target_port=port if last else 20000 + i % 100,
             protocol="http",
             enable_websockets=False,
             auth_mode="public",
