@@ -66,6 +66,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-demo", action="store_true", help="do not start the demo container")
     args = parser.parse_args(argv)
 
+    # The first Ctrl-C or SIGTERM stops everything; a second one (a supervisor and a terminal
+    # both signalling) must not cut that clean-up short and leave Redis running.
+    interrupted = False
+
+    def on_signal(*_):
+        nonlocal interrupted
+        if not interrupted:
+            interrupted = True
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     procs: list[subprocess.Popen] = []
     redis_proc = None
     env = dict(os.environ)
@@ -170,7 +182,6 @@ def main(argv: list[str] | None = None) -> None:
             print("  linx wait-ready SERVICE_ID  # blocks until a proxy reaches the port")
             print(f"  linx list {ctr['container_id']}  # linx --help lists every command")
         print("\nCtrl-C stops everything.", flush=True)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         raise SystemExit("linx-local: a component exited; stopping")
