@@ -26,6 +26,7 @@ REFRESH_SECS = 60.0
 CHANGE_SECS = 1.0  # relay results change a target's reported status at most this often
 TICK_SECS = 0.25
 PROBES_PER_TICK = 256
+URGENT_PER_TICK = PROBES_PER_TICK // 2
 MAX_IN_FLIGHT = 256
 URGENT = -1  # a target's ``due`` when it waits in the urgent queue
 BATCH = 20  # tasks per pipeline; a readiness task writes up to READINESS_BATCH services
@@ -53,6 +54,10 @@ class _ProbeFactory(protocol.ClientFactory):
 
     def clientConnectionFailed(self, connector, reason) -> None:
         self.done(False)
+
+
+def _readiness(target_text: str, ok: bool, when: float) -> Readiness:
+    return Readiness("ready" if ok else "target_unreachable", target_text, int(when))
 
 
 class _Target:
@@ -136,7 +141,7 @@ class Prober:
         now = self.reactor.seconds()
         urgent = len(service_ids) <= PROBES_PER_TICK
         get = self.table.get
-        known: dict[tuple[str, int], list[str]] = {}
+        known: dict[tuple[tuple[str, int], str], list[str]] = {}  # (target, its text) -> ids
         for sid in service_ids:
             route = get(sid)
             # An unusable container is not probed: the control plane derives
@@ -144,14 +149,14 @@ class Prober:
             if route is not None and route.usable and route.target is not None:
                 state = self._join(route)
                 if state.ok is not None:
-                    known.setdefault(route.target, []).append(sid)
+                    known.setdefault((route.target, route.target_text), []).append(sid)
                 if urgent:
                     self._hurry(route.target, state)
                 else:
                     self._schedule(route.target, state, now)
-        for target, sids in known.items():
+        for (target, text), sids in known.items():
             state = self.targets[target]
-            self.report(self._readiness(target, state.ok, state.reported_at), sids)
+            self.report(_readiness(text, state.ok, state.reported_at), sids)
 
     def _join(self, route: Route) -> _Target:
         state = self.targets.get(route.target)
@@ -176,11 +181,6 @@ class Prober:
             state.members = set(live)
         return live
 
-    def _readiness(self, target: tuple[str, int], ok: bool, when: float) -> Readiness:
-        route = self.table.get(next(iter(self.targets[target].ids())))
-        text = route.target_text if route is not None else f"{target[0]}:{target[1]}"
-        return Readiness("ready" if ok else "target_unreachable", text, int(when))
-
     @staticmethod
     def _slot(when: float) -> int:
         return math.ceil(when / TICK_SECS)  # a tick at or after ``when`` takes it
@@ -201,7 +201,9 @@ class Prober:
         now = self.reactor.seconds()
         started = 0
         urgent = self.urgent
-        while urgent and started < PROBES_PER_TICK and len(self.in_flight) < MAX_IN_FLIGHT:
+        # Changed routes go first but get half the budget at most: a stream of changes must
+        # not starve the round.
+        while urgent and started < URGENT_PER_TICK and len(self.in_flight) < MAX_IN_FLIGHT:
             target = urgent.popleft()
             state = self.targets.get(target)
             if state is None or state.due != URGENT:
@@ -213,22 +215,24 @@ class Prober:
         last = math.floor(now / TICK_SECS)
         wheel = self.wheel
         while wheel:
-            slot = min(wheel)  # a handful of slots: one interval's worth at most
+            slot = min(wheel)  # a handful of slots: one interval's worth, or the backlog's
             if slot > last:
                 break
             self.cursor = slot
             due = wheel[slot]
-            while due and started < PROBES_PER_TICK and len(self.in_flight) < MAX_IN_FLIGHT:
-                target = due.pop()
+            while due:
+                target = due[-1]
                 state = self.targets.get(target)
                 if state is None or state.due != slot:
-                    continue  # superseded by an earlier schedule, or the target is gone
+                    due.pop()  # superseded by another schedule, or the target is gone: free
+                    continue
+                if started >= PROBES_PER_TICK or len(self.in_flight) >= MAX_IN_FLIGHT:
+                    return  # this tick's budget is spent; the rest go first next tick
+                due.pop()
                 state.due = None
                 self._schedule(target, state, now + self.interval)
                 self._probe(target, state)
                 started += 1
-            if due:
-                return  # this tick's budget is spent; the rest go first next tick
             del wheel[slot]
         self.cursor = last + 1
 
@@ -269,12 +273,14 @@ class Prober:
         if not live:
             return
         state.ok, state.reported_at = ok, now
-        self.report(self._readiness(target, ok, now), live)
+        self.report(_readiness(self.table.get(live[0]).target_text, ok, now), live)
 
     def probe(self, route: Route) -> None:
         """Probe ``route``'s target now (tests and operators; the schedule does the rest)."""
         if route.target is not None and route.usable:
-            self._probe(route.target, self._join(route))
+            state = self._join(route)
+            self._schedule(route.target, state, self.reactor.seconds() + self.interval)
+            self._probe(route.target, state)
 
     def observed(self, route: Route | None, ok: bool) -> None:
         """A relay connect to ``route``'s target succeeded or failed: as good as a probe of it,
@@ -289,6 +295,7 @@ class Prober:
             return  # the common case on the request path: no news, one lookup
         if state is None:
             state = self._join(route)
+            self._schedule(route.target, state, self.reactor.seconds() + self.interval)
         due = state.reported_at + CHANGE_SECS
         if self.reactor.seconds() >= due:
             self._result(route.target, ok)

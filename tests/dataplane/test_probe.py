@@ -249,3 +249,41 @@ def test_a_just_published_service_is_probed_ahead_of_a_backlog():
     reactor.advance(0.25)
     assert reactor.tcpClients[PROBES_PER_TICK][1] == 9999  # first in the next tick
     assert len(reactor.tcpClients) == 2 * PROBES_PER_TICK
+
+
+def test_newcomer_is_reported_with_its_own_target_text_not_a_moved_members():
+    for _ in range(20):  # the stale member is picked in set order: repeat to cover both orders
+        ctr = f.container(address="127.0.0.2")
+        x = f.service(ctr, name="x")
+        reactor, table, _, reports = setup(ctr, x)
+        reactor.advance(0.25)
+        reactor.tcpClients[-1][2].done(True)
+        moved = x.with_changes(target_port=7002)  # x leaves 127.0.0.2:7001 (a stale member there)
+        table.apply([schema.Event("1-0", schema.KIND_SERVICE, schema.OP_PUT, x.service_id, moved)])
+        y = f.service(ctr, name="y")  # and y arrives on it
+        table.apply([schema.Event("2-0", schema.KIND_SERVICE, schema.OP_PUT, y.service_id, y)])
+        assert [r.target for sid, r in reports if sid == y.service_id] == ["127.0.0.2:7001"]
+
+
+def test_a_stream_of_changes_does_not_starve_the_round():
+    from dataclasses import replace
+
+    from dataplane.probe import PROBES_PER_TICK, TICK_SECS, URGENT_PER_TICK
+
+    quiet = f.container(address="127.0.0.2")
+    s = f.service(quiet, name="s")
+    busy = f.container(address="127.0.0.3")
+    fleet = [f.service(busy, name=f"b{i}", target_port=20000 + i) for i in range(PROBES_PER_TICK)]
+    reactor, table, prober, _ = setup(quiet, s, busy, *fleet)
+    for i in range(4 * 60):  # the busy container changes every tick for a minute
+        busy = replace(busy, updated_at=2 + i)
+        table.apply(
+            [schema.Event(f"{i + 1}-0", schema.KIND_CONTAINER, schema.OP_PUT, busy.container_id, busy)]
+        )
+        reactor.advance(0.25)
+        for *_, factory, _t, _b in reactor.tcpClients:
+            factory.done(True)
+    assert sum(1 for host, *_ in reactor.tcpClients if host == "127.0.0.2") >= 6  # every 10 s
+    # superseded entries drain as their slots come round: bounded by one interval's hurries
+    bound = len(prober.targets) + (10.0 / TICK_SECS + 1) * URGENT_PER_TICK
+    assert sum(len(v) for v in prober.wheel.values()) <= bound
