@@ -100,8 +100,24 @@ class Route:
 
     def same_as(self, other: Route) -> bool:
         """Whether ``other`` serves exactly as this route does (the token cache aside)."""
-        return all(
-            getattr(self, name) == getattr(other, name) for name in Route.__slots__ if name != "token_cache"
+        # Spelled out rather than a loop over __slots__: a resync compares 100,000 of these on
+        # the reactor thread, and this is about four times faster.
+        return (
+            self.service_id == other.service_id
+            and self.target == other.target
+            and self.usable == other.usable
+            and self.allowed == other.allowed
+            and self.expires_at == other.expires_at
+            and self.public == other.public
+            and self.websockets == other.websockets
+            and self.host_routed == other.host_routed
+            and self.cors_passthrough == other.cors_passthrough
+            and self.container_id == other.container_id
+            and self.port == other.port
+            and self.ipv6 == other.ipv6
+            and self.token_key == other.token_key
+            and self.link_keys == other.link_keys
+            and self.link_of_kid == other.link_of_kid
         )
 
     def get(self, kid: str) -> SigningKey | None:

@@ -145,3 +145,20 @@ def test_snapshot_convert_reads_services_as_routes(redis_client, key_prefix):
     route = table.get(svc.service_id)
     assert route.target == ("127.0.0.1", 7001) and route.token_key == svc.token_key
     assert snap.containers == {ctr.container_id: ctr}
+
+
+def test_same_as_looks_at_every_field_but_the_token_cache():
+    from dataplane.routes import Route
+
+    ctr = f.container()
+    svc = f.service(ctr)
+    base = f.route(svc, ctr)
+    compared = set(Route.__slots__) - {"token_cache"}
+    for name in compared:
+        other = base.placed(ctr, (base.usable, base.allowed, base.ipv6))
+        assert other.same_as(base)
+        setattr(other, name, object())  # differs from anything
+        assert not other.same_as(base), name
+    cached = base.placed(ctr, (base.usable, base.allowed, base.ipv6))
+    cached.token_cache = {"t": "k"}
+    assert cached.same_as(base)
