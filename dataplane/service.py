@@ -17,7 +17,7 @@ from dataplane.probe import Prober, RedisWriter
 from dataplane.routes import Route, RouteTable
 from dataplane.sync import SyncThread
 from shared.redis_conn import make_client
-from shared.schema import READINESS_BATCH, Readiness, Schema, Snapshot
+from shared.schema import Readiness, Schema, Snapshot, readiness_batches
 
 log = Logger()
 EXPIRY_CHECK_SECS = 0.25
@@ -190,24 +190,12 @@ class ProxyService(service.Service):
         self._readiness.append((readiness, service_ids))
 
     def _flush_readiness(self) -> None:
-        # Packed into tasks of up to READINESS_BATCH services, one script call each, whether
-        # they share one target or each has its own.
+        # One writer task per script call, whether the services share one target or each has
+        # its own: a pipeline then carries a bounded number of services.
         groups, self._readiness = self._readiness, []
         schema = self.schema
-        task: list[tuple[Readiness, list[str]]] = []
-        room = READINESS_BATCH
-        for readiness, sids in groups:
-            start = 0
-            while start < len(sids):
-                part = sids[start : start + room]
-                start += len(part)
-                task.append((readiness, part))
-                room -= len(part)
-                if room == 0:
-                    self.writer.submit(lambda pipe, task=task: schema.write_readiness_many(pipe, task))
-                    task, room = [], READINESS_BATCH
-        if task:
-            self.writer.submit(lambda pipe, task=task: schema.write_readiness_many(pipe, task))
+        for batch in readiness_batches(groups):
+            self.writer.submit(lambda pipe, batch=batch: schema.write_readiness_many(pipe, batch))
 
     # -- sync callbacks (reactor thread)
     def _load_snapshot(self, snap: Snapshot) -> None:

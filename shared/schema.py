@@ -32,7 +32,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from sys import intern
 from typing import Any
@@ -346,6 +346,26 @@ return written
 READINESS_BATCH = 500  # services per script call: a few milliseconds of Redis time at most
 
 
+def readiness_batches(
+    results: Iterable[tuple[Readiness, Sequence[str]]], size: int = READINESS_BATCH
+) -> Iterator[list[tuple[Readiness, Sequence[str]]]]:
+    """``results`` regrouped into batches of at most ``size`` services: one script call each."""
+    batch: list[tuple[Readiness, Sequence[str]]] = []
+    room = size
+    for readiness, service_ids in results:
+        start = 0
+        while start < len(service_ids):
+            part = service_ids[start : start + room]
+            start += len(part)
+            batch.append((readiness, part))
+            room -= len(part)
+            if room == 0:
+                yield batch
+                batch, room = [], size
+    if batch:
+        yield batch
+
+
 def _encode_readiness(r: Readiness) -> str:
     return _dumps({"v": SCHEMA_VERSION, "status": r.status, "target": r.target, "checked_at": r.checked_at})
 
@@ -503,35 +523,23 @@ class Schema:
     ) -> None:
         """``write_readiness`` for many services: ``results`` pairs one result with the services
         it is for (those of one target). One script call per ``READINESS_BATCH`` services,
-        whatever their targets; each result's stored form is built once."""
+        whatever their targets; each result's stored form is built once per call."""
         keys = self.keys
-        names: list[str] = []
-        params: list[Any] = []
-        which: list[int] = []
-
-        def flush() -> None:
-            if which:
-                client.eval(
-                    _READINESS_LUA, len(names), *names, refresh_secs, len(params) // 4, *params, *which
+        for batch in readiness_batches(results):
+            names: list[str] = []
+            params: list[Any] = []
+            which: list[int] = []
+            for number, (readiness, service_ids) in enumerate(batch, 1):
+                params += (
+                    _encode_readiness(readiness),
+                    readiness.status,
+                    readiness.target,
+                    readiness.checked_at,
                 )
-                names.clear()
-                params.clear()
-                which.clear()
-
-        for readiness, service_ids in results:
-            number = None
-            for sid in service_ids:
-                if number is None:
-                    params.extend((_encode_readiness(readiness), readiness.status, readiness.target))
-                    params.append(readiness.checked_at)
-                    number = len(params) // 4
-                names.append(keys.service(sid))
-                names.append(keys.status(sid))
-                which.append(number)
-                if len(which) == READINESS_BATCH:
-                    flush()
-                    number = None
-        flush()
+                for sid in service_ids:
+                    names += (keys.service(sid), keys.status(sid))
+                    which.append(number)
+            client.eval(_READINESS_LUA, len(names), *names, refresh_secs, len(batch), *params, *which)
 
     def read_readiness(self, client, service_ids: list[str]) -> dict[str, Readiness]:
         if not service_ids:
