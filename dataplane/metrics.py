@@ -38,6 +38,14 @@ class Metrics:
         )
         self.resyncs = Counter("linx_proxy_full_syncs", "Full snapshots loaded from Redis", registry=r)
         self.websockets = Gauge("linx_proxy_open_websockets", "WebSocket tunnels currently open", registry=r)
+        self.probe_targets = Gauge(
+            "linx_proxy_probe_targets", "Targets (address:port) whose readiness this proxy probes", registry=r
+        )
+        self.probe_lag = Gauge(
+            "linx_proxy_probe_lag_seconds",
+            "How late the probe round runs (above 0: more targets than the probe budget covers)",
+            registry=r,
+        )
         self._children: dict[tuple[str, int], object] = {}
 
     def count_request(self, service_id: str, status: int) -> None:

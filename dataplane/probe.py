@@ -192,6 +192,12 @@ class Prober:
         state.due = slot
         self.wheel.setdefault(slot, []).append(target)
 
+    def lag(self) -> float:
+        """Seconds the oldest probe still waiting in the round is overdue (0 when on time)."""
+        if not self.wheel:
+            return 0.0
+        return max(0.0, self.reactor.seconds() - min(self.wheel) * TICK_SECS)
+
     def _hurry(self, target: tuple[str, int], state: _Target) -> None:
         if state.due != URGENT:
             state.due = URGENT

@@ -230,6 +230,9 @@ class ProxyService(service.Service):
         last = self.ctx.last_exchange
         self.metrics.sync_lag.set(self.reactor.seconds() - last if last is not None else -1)
         self.metrics.routes.set(len(self.ctx.table))
+        if self.ctx.prober is not None:
+            self.metrics.probe_targets.set(len(self.ctx.prober.targets))
+            self.metrics.probe_lag.set(self.ctx.prober.lag())
 
     # -- lifecycle
     def startService(self) -> None:

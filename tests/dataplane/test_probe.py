@@ -287,3 +287,22 @@ def test_a_stream_of_changes_does_not_starve_the_round():
     # superseded entries drain as their slots come round: bounded by one interval's hurries
     bound = len(prober.targets) + (10.0 / TICK_SECS + 1) * URGENT_PER_TICK
     assert sum(len(v) for v in prober.wheel.values()) <= bound
+
+
+def test_lag_shows_when_the_round_runs_late():
+    from dataplane.probe import PROBES_PER_TICK
+
+    ctr = f.container()
+    fleet = [f.service(ctr, name=f"s{i}", target_port=20000 + i) for i in range(PROBES_PER_TICK * 3)]
+    reactor, _, prober, _ = setup(ctr, *fleet)
+    assert prober.lag() == 0.0
+    reactor.advance(0.25)
+    for *_, factory, _t, _b in reactor.tcpClients:
+        factory.done(True)
+    reactor.advance(0.5)  # the rest of the round is still waiting
+    assert prober.lag() > 0.0
+    for _ in range(8):
+        for *_, factory, _t, _b in reactor.tcpClients:
+            factory.done(True)
+        reactor.advance(0.25)
+    assert prober.lag() == 0.0  # caught up: the next round is in the future

@@ -467,8 +467,11 @@ def test_admin_endpoints(stack, publish):
         "linx_proxy_routes",
         "linx_proxy_sync_lag_seconds",
         "linx_proxy_response_bytes",
+        "linx_proxy_probe_lag_seconds",
     ):
         assert name in metrics, name
+    targets = next(line for line in metrics.splitlines() if line.startswith("linx_proxy_probe_targets "))
+    assert float(targets.split()[1]) >= 1
     assert f'service="{pub.sid}",status_class="2xx"' in metrics
     assert pub.token not in metrics
 
