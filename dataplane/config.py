@@ -65,6 +65,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("LINX_DRAIN_SECS", "on SIGTERM, how long in-flight requests may finish"),
     Option("LINX_SERVICE_DOMAIN", "domain under which host-routed services live"),
     Option("LINX_ACCESS_LOG", "JSON access log: - (stdout), off, or a file path"),
+    Option("LINX_PROXY_API_UPSTREAM", "relay /api/ to the control plane at host:port (one origin for both)"),
 )
 
 
@@ -90,6 +91,7 @@ class ProxyConfig:
     drain_secs: float = 30.0
     service_domain: str | None = None
     access_log: str = "-"
+    api_upstream: tuple[str, int] | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ProxyConfig:
@@ -101,6 +103,8 @@ class ProxyConfig:
         if tls_listen and not (tls_cert and tls_key):
             missing = "LINX_TLS_CERT" if not tls_cert else "LINX_TLS_KEY"
             raise ConfigError(missing, "required when LINX_PROXY_TLS_LISTEN is set")
+        api_raw = env_str(environ, "LINX_PROXY_API_UPSTREAM")
+        api_upstream = parse_hostport("LINX_PROXY_API_UPSTREAM", api_raw) if api_raw else None
         domain = env_str(environ, "LINX_SERVICE_DOMAIN")
         if domain is not None:
             domain = domain.lower().strip(".")
@@ -127,6 +131,7 @@ class ProxyConfig:
             drain_secs=env_float(environ, "LINX_DRAIN_SECS", 30.0, minimum=0.0),
             service_domain=domain,
             access_log=env_str(environ, "LINX_ACCESS_LOG", "-") or "-",
+            api_upstream=api_upstream,
         )
 
 

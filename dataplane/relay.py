@@ -289,6 +289,9 @@ class ClientConnection(protocol.Protocol):
                 return
             upstream_path = b"/" if sid_end < 0 else path[sid_end:]
             prefix = path[:sid_end] if sid_end >= 0 else path
+        elif ctx.api_route is not None and (path == b"/api" or path.startswith(b"/api/")):
+            self._relay_api(req)
+            return
         else:
             self._deny(access.Denial(404, "not_found", "no service at this address"), req)
             return
@@ -355,9 +358,19 @@ class ClientConnection(protocol.Protocol):
                 return
             self.extra_headers.append(cookie)
         upstream_target = upstream_path + (b"?" + kept_query if kept_query else b"")
+        self._relay(route, req, upstream_target, cookies, prefix, websocket)
+
+    def _relay_api(self, req: RequestHead) -> None:
+        """``/api/`` on the proxy's own origin (LINX_PROXY_API_UPSTREAM), relayed as it came:
+        the control plane authenticates it, so no Linx token, cookie or access rule applies."""
+        self.route = self.ctx.api_route
+        self.extra_headers = []
+        self._relay(self.route, req, req.target, req.values(b"cookie"), None, False)
+
+    def _relay(self, route, req: RequestHead, target: bytes, cookies, prefix: bytes | None, websocket: bool):
         head = forwarding.upstream_request_head(
             req,
-            upstream_target,
+            target,
             cookies=cookies,
             client_ip=self.peer_ip,
             scheme=self.scheme,
@@ -444,7 +457,8 @@ class ClientConnection(protocol.Protocol):
             up.release(reusable=False)
             return
         self.upstream = up
-        self.ctx.prober.observed(self.route, True)
+        if self.route is not self.ctx.api_route:  # the control plane is not a probed target
+            self.ctx.prober.observed(self.route, True)
         if self.pending_body:
             send(up.transport, up.sock, b"".join([self.upstream_head, *self.pending_body]))
             self.pending_body = []
@@ -462,7 +476,8 @@ class ClientConnection(protocol.Protocol):
         """The connect failed (refused, unreachable or timed out)."""
         if self.state != RELAY:
             return
-        self.ctx.prober.observed(self.route, False)
+        if self.route is not self.ctx.api_route:
+            self.ctx.prober.observed(self.route, False)
         timed_out = reason is not None and reason.check(neterror.TimeoutError)
         self._relay_error(
             503,

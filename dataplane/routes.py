@@ -145,6 +145,23 @@ class Route:
         return self.expires_at is not None and now >= self.expires_at
 
 
+def control_plane_route(target: tuple[str, int]) -> Route:
+    """The route of ``/api/`` when the proxy relays it to the control plane: no service, no
+    token (the control plane authenticates), never probed; its id is empty, so logs and
+    metrics show it as ``-``."""
+    route = object.__new__(Route)
+    for name in Route.__slots__:
+        setattr(route, name, None)
+    route.service_id = route.container_id = ""
+    route.port = target[1]
+    route.target = target
+    route.link_of_kid = _NO_LINKS
+    route.usable = route.allowed = route.public = True
+    route.ipv6 = ":" in target[0]
+    route.websockets = route.host_routed = route.cors_passthrough = False
+    return route
+
+
 class RouteBuilder:
     """Builds routes from service records, computing each container's placement once.
 

@@ -14,7 +14,7 @@ from dataplane.access_log import AccessLog
 from dataplane.config import ProxyConfig
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober, RedisWriter
-from dataplane.routes import Route, RouteTable
+from dataplane.routes import Route, RouteTable, control_plane_route
 from dataplane.sync import SyncThread
 from shared.redis_conn import make_client
 from shared.schema import Readiness, Schema, Snapshot, readiness_batches
@@ -119,6 +119,7 @@ class ProxyContext:
         self.table = RouteTable(config.allowed_networks, self._routes_changed)
         self.pool = relay.UpstreamPool(reactor, config.connect_timeout)
         self.host_suffix = (b"." + config.service_domain.encode()) if config.service_domain else None
+        self.api_route = control_plane_route(config.api_upstream) if config.api_upstream else None
         self.open_connections = 0
         self.live_connections: set = set()
         self.draining = False

@@ -372,3 +372,46 @@ def test_http10_without_keep_alive_is_closed_after_the_answer():
     proto, tr = h.client()
     proto.dataReceived(b"GET " + h.path() + b" HTTP/1.0\r\nHost: a\r\n\r\n")
     assert status_of(tr.value()) == 401 and tr.disconnecting
+
+
+# ------------------------------------------------------------------ /api/ on the proxy's origin
+def test_api_is_404_unless_relaying_it_is_configured():
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(b"GET /api/containers HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+    assert status_of(tr.value()) == 404 and not h.reactor.tcpClients
+
+
+def test_api_is_relayed_to_the_control_plane_as_it_came():
+    h = Harness(api_upstream=("127.0.0.5", 8000))
+    proto, tr = h.client()
+    proto.dataReceived(
+        b"POST /api/containers/c1/services?x=1&linx_token=t HTTP/1.1\r\nHost: proxy.test\r\n"
+        b"Authorization: Bearer lxk_abc\r\nCookie: a=1\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    host, port, *_ = h.reactor.tcpClients[-1]
+    assert (host, port) == ("127.0.0.5", 8000)
+    up, utr = h.upstream()
+    sent = utr.value()
+    assert sent.startswith(b"POST /api/containers/c1/services?x=1&linx_token=t HTTP/1.1\r\n")
+    assert b"Authorization: Bearer lxk_abc\r\n" in sent and b"Cookie: a=1\r\n" in sent
+    assert b"X-Forwarded-Host: proxy.test\r\n" in sent and b"X-Forwarded-Prefix" not in sent
+    assert sent.endswith(b"\r\n\r\n{}")
+    up.dataReceived(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+    assert status_of(tr.value()) == 201
+    assert h.reports == []  # the control plane is not a probed target
+    assert not h.ctx.prober.targets.get(("127.0.0.5", 8000))
+
+
+def test_api_relay_failure_is_503_and_service_paths_are_unaffected():
+    h = Harness(api_upstream=("127.0.0.5", 8000))
+    proto, tr = h.client()
+    proto.dataReceived(b"GET /api HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+    h.reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(TxConnectionRefused()))
+    assert status_of(tr.value()) == 503 and h.reports == []
+    proto2, tr2 = h.client()
+    proto2.dataReceived(b"GET /apis HTTP/1.1\r\nHost: proxy.test\r\n\r\n")
+    assert status_of(tr2.value()) == 404  # only /api and /api/...
+    proto3, tr3 = h.client()
+    proto3.dataReceived(h.request())
+    assert h.reactor.tcpClients[-1][:2] == ("127.0.0.1", 7001)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 import socket
 import threading
 import time
@@ -575,3 +576,28 @@ def test_keep_alive_connection_of_a_rotated_service_is_closed_within_2s(publish,
         except ConnectionResetError:
             closed = True
         assert closed and time.monotonic() - t0 < 2
+
+
+def test_api_relayed_on_the_proxys_origin_when_configured(stack):
+    proxy = stack.new_proxy(LINX_PROXY_API_UPSTREAM=stack.control.url.removeprefix("http://")).wait_ready()
+    try:
+        spec = requests.get(proxy.url + "/api/openapi.json", timeout=5)
+        assert spec.status_code == 200 and spec.json()["openapi"].startswith("3.")
+        tenant_id, key = stack.api.tenant("api" + secrets.token_hex(3))
+        ctr = stack.api.container(tenant_id)
+        created = requests.post(
+            f"{proxy.url}/api/containers/{ctr['container_id']}/services",
+            json={"name": "via-proxy", "target_port": stack.backend.port},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=5,
+        )
+        assert created.status_code == 201, created.text
+        svc = created.json()
+        token = svc["public_url"].split("linx_token=", 1)[1]
+        url = f"{proxy.url}/linx/{svc['service_id']}/via"
+        wait_for(lambda: reachable(url, headers={"X-Linx-Token": token}), 5)
+        unauthenticated = requests.get(f"{proxy.url}/api/containers", timeout=5)
+        assert unauthenticated.status_code == 401  # the control plane's own answer, relayed
+        assert requests.get(stack.proxy.url + "/api/openapi.json", timeout=5).status_code == 404
+    finally:
+        proxy.stop()
