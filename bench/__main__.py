@@ -251,21 +251,8 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
     proxy = Proxy(reaper, redis.url, PREFIX, proxy_cpu)
     control = ControlPlane(reaper, redis.url, PREFIX, proxy.url).wait_ready()
     empty_start_s = proxy.wait_ready()
-    tenant = control.call("POST", "/api/admin/tenants", body={"name": "bench"}, expect=201)
+    tenant, ctr = control.tenant_with_container("bench")
     api_key = tenant["api_key"]
-    ctr = control.call(
-        "POST",
-        "/api/admin/containers",
-        body={
-            "tenant_id": tenant["tenant_id"],
-            "address": "127.0.0.1",
-            "networking_enabled": True,
-            "state": "running",
-            "exec_ready": True,
-            "network_ready": True,
-        },
-        expect=201,
-    )
 
     def publish(name, port, **fields):
         body = {"name": name, "target_port": port, **fields}

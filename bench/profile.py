@@ -124,20 +124,7 @@ def main(argv=None) -> int:
         proxy = Proxy(reaper, redis.url, PREFIX, proxy_cpu)
         control = ControlPlane(reaper, redis.url, PREFIX, proxy.url).wait_ready()
         proxy.wait_ready()
-        tenant = control.call("POST", "/api/admin/tenants", body={"name": "profile"}, expect=201)
-        ctr = control.call(
-            "POST",
-            "/api/admin/containers",
-            body={
-                "tenant_id": tenant["tenant_id"],
-                "address": "127.0.0.1",
-                "networking_enabled": True,
-                "state": "running",
-                "exec_ready": True,
-                "network_ready": True,
-            },
-            expect=201,
-        )
+        tenant, ctr = control.tenant_with_container("profile")
         mode = "service_token" if args.token else "public"
         svc = control.call(
             "POST",

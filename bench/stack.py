@@ -293,6 +293,24 @@ class ControlPlane:
             raise RuntimeError(f"{method} {path}: {status} {data}")
         return data
 
+    def tenant_with_container(self, name: str) -> tuple[dict, dict]:
+        """A new tenant and a running, network-ready container of it on 127.0.0.1."""
+        tenant = self.call("POST", "/api/admin/tenants", body={"name": name}, expect=201)
+        ctr = self.call(
+            "POST",
+            "/api/admin/containers",
+            body={
+                "tenant_id": tenant["tenant_id"],
+                "address": "127.0.0.1",
+                "networking_enabled": True,
+                "state": "running",
+                "exec_ready": True,
+                "network_ready": True,
+            },
+            expect=201,
+        )
+        return tenant, ctr
+
 
 class Proxy:
     def __init__(
