@@ -27,6 +27,7 @@ def create_app(
     from control import errors, hooks, logs
     from control.api import EXTENSION, Runtime, admin, containers, openapi, services
     from control.store import Store
+    from control.sweeper import ExpirySweeper
     from shared.redis_conn import make_client
     from shared.schema import Schema
 
@@ -41,7 +42,13 @@ def create_app(
         retention_secs=config.expired_retention_secs,
         host_routing_available=config.service_domain is not None,
     )
-    runtime = Runtime(config, store, clock)
+    sweeper = ExpirySweeper(
+        lambda now: store.sweep_expired(now),
+        clock,
+        config.sweep_interval_secs,
+        background=config.background_sweep,
+    )
+    runtime = Runtime(config, store, clock, sweeper)
 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
@@ -53,4 +60,5 @@ def create_app(
     app.before_request(hooks.make_sweeper(runtime))
     for module in (admin, containers, services, openapi):
         app.register_blueprint(module.bp)
+    sweeper.ensure_running()  # removal after retention needs no API traffic (SPEC section 7)
     return app

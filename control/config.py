@@ -50,6 +50,9 @@ class ControlConfig:
     # How often (at most) each worker removes services whose retention has passed. Reads hide
     # such services anyway, so this bounds only how long their keys linger.
     sweep_interval_secs: float = DEFAULT_SWEEP_INTERVAL_SECS
+    # A thread per process removes them on its own clock too (control.sweeper); tests of
+    # the app with a fake clock turn it off.
+    background_sweep: bool = True
 
     def __post_init__(self) -> None:
         if not self.admin_token:

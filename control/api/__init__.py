@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import current_app, request
 
 from control.config import ControlConfig
 from control.store import Store
+from control.sweeper import ExpirySweeper
 from control.urls import request_base
 
 EXTENSION = "linx"
@@ -16,12 +17,12 @@ EXTENSION = "linx"
 
 @dataclass
 class Runtime:
-    """Per-app state built once by ``create_app``: config, store, clock, sweep bookkeeping."""
+    """Per-app state built once by ``create_app``: config, store, clock, expiry sweeper."""
 
     config: ControlConfig
     store: Store
     clock: Callable[[], float]
-    last_sweep: float | None = field(default=None)
+    sweeper: ExpirySweeper
 
 
 def runtime() -> Runtime:

@@ -80,11 +80,14 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def config(redis_settings) -> ControlConfig:
-    return ControlConfig(admin_token=ADMIN_TOKEN, redis=redis_settings)
+    # The background sweeper runs on the real clock; these tests move a fake one (a test of
+    # the thread turns it back on).
+    return ControlConfig(admin_token=ADMIN_TOKEN, redis=redis_settings, background_sweep=False)
 
 
 def close_app(app) -> None:
     """Close the app's Redis connections (else they leak as ResourceWarnings)."""
+    app.extensions["linx"].sweeper.stop()
     app.extensions["linx"].store.client.close()
 
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
+from control import create_app
 from shared.schema import KIND_SERVICE, OP_DELETE
+from tests.control.conftest import Api, close_app
+from tests.helpers.procs import wait_for
 
 RETENTION = 100
 
@@ -148,3 +154,20 @@ def test_sweep_drops_a_stale_index_entry(make_api, clock, schema, redis_client):
     store = api.app.extensions["linx"].store
     assert store.sweep_expired(clock.now) == []
     assert schema.expired_before(redis_client, float("inf")) == []
+
+
+def test_background_sweeper_removes_past_retention_without_any_request(config, schema, redis_client, feed):
+    app = create_app(dataclasses.replace(config, expired_retention_secs=1, background_sweep=True))
+    try:
+        api = Api(app)  # on the real clock: nothing but the thread moves time on
+        _, _, rec = api.setup(ttl_secs=1)
+        sid = rec["service_id"]
+        feed()
+        deadline = rec["expires_at"] + 1
+        gone = wait_for(
+            lambda: schema.get_service(redis_client, sid) is None and time.time(), 5, what="removal"
+        )
+        assert deadline - 0.01 <= gone < deadline + 1.5  # within about a second of the end
+        assert [(e.op, e.id) for e in feed()] == [(OP_DELETE, sid)]
+    finally:
+        close_app(app)

@@ -434,5 +434,5 @@ def test_openapi_route_answers_without_credentials_or_redis(monkeypatch):
     """The control plane's health check route (compose) needs neither."""
     from control import create_app
 
-    app = create_app(ControlConfig(admin_token="x"), redis_client=object())
+    app = create_app(ControlConfig(admin_token="x", background_sweep=False), redis_client=object())
     assert app.test_client().get(OPENAPI_PATH).status_code == 200
