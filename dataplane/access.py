@@ -208,3 +208,35 @@ def decide(
     if not route.allowed:
         return TARGET_NOT_ALLOWED
     return grant
+
+
+def revocation(granted: Route | None, kid: str | None, route: Route | None, now: float) -> Denial | None:
+    """The answer a connection granted under ``granted`` with key ``kid`` now gets, or None
+    while it is still allowed. Pure; the same codes as ``decide`` for the same situations.
+
+    A container that moved (same service, new address) is not a denial: the next request
+    goes to the new address. Whoever holds a stream to the old one checks ``moved``.
+    """
+    if route is None or granted is None:
+        return NOT_FOUND
+    if kid is None:
+        if not route.public:  # made token-protected (PATCH), or a preflight's passage
+            return TOKEN_REQUIRED
+    else:
+        key = route.get(kid)
+        if key is None:
+            return TOKEN_INVALID
+        if key.expires_at is not None and now >= key.expires_at:
+            return TOKEN_EXPIRED
+    if route.expired(now):
+        return EXPIRED
+    if not route.usable:
+        return TARGET_UNAVAILABLE
+    if not route.allowed:
+        return TARGET_NOT_ALLOWED
+    return None
+
+
+def moved(granted: Route | None, route: Route | None) -> bool:
+    """The service's container answers at another address than when ``granted`` was decided."""
+    return granted is not None and route is not None and route.target != granted.target

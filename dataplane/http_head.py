@@ -66,6 +66,14 @@ def _check_line_endings(head: bytes, status: int) -> None:
         raise HeadError(status, "obs_fold", "folded header lines (obs-fold) are not accepted")
 
 
+def check_partial_line_endings(buf: bytes) -> None:
+    """``_check_line_endings`` for a head still arriving (a final CR may await its LF)."""
+    if buf.count(b"\n") != buf.count(CRLF):
+        raise HeadError(400, "bare_lf", "line feed without carriage return in the message head")
+    if buf.count(b"\r") - buf.endswith(b"\r") != buf.count(CRLF):
+        raise HeadError(400, "bare_cr", "carriage return without line feed in the message head")
+
+
 class Framing:
     """How a message's body is delimited."""
 

@@ -30,6 +30,11 @@ class Metrics:
             registry=r,
         )
         self.open_connections = Gauge("linx_proxy_open_connections", "Open client connections", registry=r)
+        self.refused_connections = Counter(
+            "linx_proxy_refused_connections",
+            "Client connections answered 503 too_many_connections at LINX_MAX_CONNECTIONS",
+            registry=r,
+        )
         self.routes = Gauge("linx_proxy_routes", "Services in the route table", registry=r)
         self.sync_lag = Gauge(
             "linx_proxy_sync_lag_seconds",

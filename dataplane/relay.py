@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import error as neterror
 from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from dataplane import access, forwarding
 from dataplane.access_log import request_id
@@ -34,6 +36,7 @@ from dataplane.http_head import (
     HeadError,
     RequestHead,
     ResponseHead,
+    check_partial_line_endings,
     encode_chunk,
     parse_request_head,
     parse_response_head,
@@ -46,12 +49,46 @@ if TYPE_CHECKING:
 log = Logger()
 
 HEAD, RELAY, TUNNEL, CLOSED = range(4)
+CLIENT_CLOSED = 499  # logged status of a request its client abandoned (as nginx logs it)
 MAX_RESPONSE_HEAD = 65536
 LINX_PREFIX = b"/linx/"
 _SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+# A revoked connection between requests waits this long for the request a client may already
+# have sent (it gets the access decision, not a reset), then is closed with a FIN.
+REVOKED_IDLE_GRACE = 1.0
+# After answering and closing with the client possibly still sending (a refused body,
+# pipelined requests), its bytes are read and dropped this long before the socket closes:
+# closing with unread data makes the kernel send RST, which can destroy the answer.
+LINGER_SECS = 2.0
 # Read size and back-pressure threshold per transport: larger than Twisted's 64 KiB default,
 # so bulk transfers take fewer reactor turns; still bounded, so a slow peer costs little memory.
 BUFFER_SIZE = 256 * 1024
+
+
+@implementer(IPushProducer)
+class ReadPauser:
+    """One side's reads, registered as the producer of the other side's writes.
+
+    Registering a raw transport would also hand it ``stopProducing``: when one connection is
+    lost, Twisted calls its producer's ``stopProducing``, which on a transport is
+    ``loseConnection``, so the container hanging up would silently close the client (before
+    its 502, or during the retry on a new connection). Which side ends what is the protocols'
+    decision, so here stopping does nothing.
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class ClientConnection(protocol.Protocol):
@@ -94,10 +131,13 @@ class ClientConnection(protocol.Protocol):
         self.corked = False
         self.paused_for_connect = False
         self.out: list[bytes] = []
+        self.reads: ReadPauser | None = None
+        self.revoked = False  # its service was revoked while it was between requests
 
     # ------------------------------------------------------------------ connection life
     def connectionMade(self) -> None:
         ctx = self.ctx
+        self.reads = ReadPauser(self.transport)
         ctx.open_connections += 1
         ctx.live_connections.add(self)
         self.sock = direct_socket(self.transport)
@@ -120,6 +160,10 @@ class ClientConnection(protocol.Protocol):
         self._set_timer(ctx.config.head_timeout, self._head_timeout)
 
     def connectionLost(self, reason=None) -> None:
+        if self.state == RELAY and self.req is not None:
+            # The client went away mid-exchange: counted as such (nginx's 499), with the bytes
+            # that did pass, never as the status the container may have started to send.
+            self._finish(CLIENT_CLOSED, "client_closed")
         self.state = CLOSED
         if self.in_tunnel:
             self.in_tunnel = False
@@ -150,6 +194,11 @@ class ClientConnection(protocol.Protocol):
 
     def _close(self) -> None:
         self._flush()
+        if self.sock is not None and (self.receiving_body or self.buf):
+            self.state = CLOSED
+            self.transport.loseWriteConnection()  # FIN after the answer; reads go on, ignored
+            self._set_timer(LINGER_SECS, self.transport.loseConnection)
+            return
         self.transport.loseConnection()
 
     def _set_timer(self, delay: float, fn) -> None:
@@ -177,10 +226,61 @@ class ClientConnection(protocol.Protocol):
         if self.state == HEAD and not self.buf:
             self._close()
 
-    def revoke(self) -> None:
-        """Close now: the service (or the key) this connection relies on was revoked."""
+    def revoke(self, denial: access.Denial | None) -> None:
+        """The service of this connection's last request was revoked (``denial``: what a
+        request now gets) or its container moved (``denial`` None).
+
+        Between requests nothing is cut: the next request gets the current decision and, if
+        refused, ``Connection: close``; a connection that stays idle is closed with a FIN
+        after ``REVOKED_IDLE_GRACE``. A request whose response has not started gets the
+        decision's status. A response under way may finish within the grace (a stream still
+        going then is cut); a WebSocket is cut at once.
+        """
+        state = self.state
+        if state == CLOSED:
+            return
+        if state == HEAD:
+            if denial is not None:
+                self.revoked = True
+                self._set_timer(REVOKED_IDLE_GRACE, self._revoked_idle)
+            return
+        if state == RELAY and not self.response_started:
+            denial = denial or access.TARGET_UNAVAILABLE
+            self._relay_error(denial.status, denial.code, denial.message, close_client=True)
+            return
+        if state == RELAY:
+            # A response under way was allowed when asked for, and most are short: cutting it
+            # would turn a race with the change into a broken download. It may finish within
+            # the grace (then the connection is between requests, as above); a stream still
+            # going then is cut.
+            self.revoked = denial is not None
+            self._set_timer(REVOKED_IDLE_GRACE, self._revoked_cut)
+            return
+        self.drop("revoked")  # a WebSocket
+
+    def _revoked_idle(self) -> None:
+        self.timer = None
+        if self.state == HEAD:
+            self.state = CLOSED
+            self._close()
+
+    def _revoked_cut(self) -> None:
+        self.timer = None
+        if self.state == RELAY:
+            self.drop("revoked")
+
+    def close_idle(self) -> None:
+        """Close with a FIN if between requests (draining); otherwise leave it be."""
+        if self.state == HEAD:
+            self.state = CLOSED
+            self._close()
+
+    def drop(self, code: str | None = None) -> None:
+        """Cut the connection now (RST): a stream or tunnel that may not go on."""
         if self.state == CLOSED:
             return
+        if self.state == RELAY and self.req is not None:
+            self._finish(self.status or CLIENT_CLOSED, code)
         self.state = CLOSED
         up = self.upstream
         if up is not None:
@@ -221,6 +321,13 @@ class ClientConnection(protocol.Protocol):
         end = buf.find(HEAD_END)
         limit = self.ctx.config.max_head_bytes
         if end < 0 and len(buf) <= limit:
+            if b"\n" in buf or b"\r" in buf:
+                # A head that can never end in CRLF CRLF (bare LF or CR line ends) is refused
+                # now, not left to time out as if the client were merely slow.
+                try:
+                    check_partial_line_endings(buf)
+                except HeadError as exc:
+                    self._fail(exc.status, exc.code, exc.message)
             return  # more to come
         if end < 0 or end + 4 > limit:
             self._fail(431, "head_too_large", f"the request head exceeds {limit} bytes")
@@ -240,6 +347,8 @@ class ClientConnection(protocol.Protocol):
         """Answer a malformed request and close: nothing after it can be trusted."""
         self.req = None
         self.route = None
+        self.kid = None
+        self.request_id = request_id(None)  # never the previous request's id
         self.request_started_at = self.ctx.reactor.seconds()
         self._finish(status, code)
         self._write(forwarding.error_response(status, code, message, keep_alive=False))
@@ -277,7 +386,8 @@ class ClientConnection(protocol.Protocol):
             route = ctx.table.get(sid)
             if route is not None and route.host_routed:
                 route = None
-            if route is not None and sid_end < 0:
+            if sid_end < 0 and sid_bytes:
+                # The access table's first row, before the id is looked up: it reveals nothing.
                 location = path + b"/" + (b"?" + query if qpos >= 0 else b"")
                 self.route = route
                 self._local(
@@ -287,7 +397,7 @@ class ClientConnection(protocol.Protocol):
                     308,
                 )
                 return
-            upstream_path = b"/" if sid_end < 0 else path[sid_end:]
+            upstream_path = path[sid_end:] if sid_end >= 0 else b"/"
             prefix = path[:sid_end] if sid_end >= 0 else path
         elif ctx.api_route is not None and (path == b"/api" or path.startswith(b"/api/")):
             self._relay_api(req)
@@ -333,10 +443,13 @@ class ClientConnection(protocol.Protocol):
         )
         if isinstance(decision, access.Denial):
             ctx.registry.unregister(self)
+            self.route = route  # attributed to the service when it is in the table
+            self.kid = None
             self._deny(decision, req)
             return
         self.route = route
         self.kid = decision.kid
+        self.revoked = False
         ctx.registry.register(self, route.service_id)
         if route.link_of_kid and ctx.links is not None:
             ctx.links.used(route, decision.kid, now)
@@ -364,6 +477,9 @@ class ClientConnection(protocol.Protocol):
         """``/api/`` on the proxy's own origin (LINX_PROXY_API_UPSTREAM), relayed as it came:
         the control plane authenticates it, so no Linx token, cookie or access rule applies."""
         self.route = self.ctx.api_route
+        self.kid = None
+        self.revoked = False
+        self.ctx.registry.unregister(self)  # a change to the last service must not cut this
         self.extra_headers = []
         self._relay(self.route, req, req.target, req.values(b"cookie"), None, False)
 
@@ -399,7 +515,7 @@ class ClientConnection(protocol.Protocol):
 
     def _deny(self, denial: access.Denial, req: RequestHead) -> None:
         origin = req.header(b"origin")
-        keep = self._can_keep(req)
+        keep = self._can_keep(req) and not self.revoked
         data = forwarding.error_response(
             denial.status,
             denial.code,
@@ -410,14 +526,14 @@ class ClientConnection(protocol.Protocol):
             head_only=req.method == b"HEAD",
             origin=origin,
         )
-        self._local(data, denial.status, denial.code)
+        self._local(data, denial.status, denial.code, keep)
 
-    def _local(self, data: bytes, status: int, code: str | None = None) -> None:
+    def _local(self, data: bytes, status: int, code: str | None = None, keep: bool | None = None) -> None:
         """Send an answer of the proxy's own, then read the next request or close."""
         req = self.req
         self._finish(status, code)
         self._write(data)
-        if self._can_keep(req):
+        if self._can_keep(req) if keep is None else keep:
             self._next_request()
         else:
             self.state = CLOSED
@@ -465,8 +581,8 @@ class ClientConnection(protocol.Protocol):
         else:
             send(up.transport, up.sock, self.upstream_head)
         # Back-pressure both ways: a full write buffer on one side pauses reads on the other.
-        up.transport.registerProducer(self.transport, True)
-        self.transport.registerProducer(up.transport, True)
+        up.transport.registerProducer(self.reads, True)
+        self.transport.registerProducer(up.reads, True)
         up.expect_response(self.req.method, self.ctx.config.response_timeout)
         if self.paused_for_connect:
             self.paused_for_connect = False
@@ -719,6 +835,8 @@ class ClientConnection(protocol.Protocol):
         self.transport.resumeProducing()
         if self.buf:
             self._read_head()
+        elif self.revoked:
+            self._set_timer(REVOKED_IDLE_GRACE, self._revoked_idle)
         else:
             self._set_timer(self.ctx.config.idle_timeout, self._idle_timeout)
 
@@ -769,9 +887,11 @@ class UpstreamConnection(protocol.Protocol):
         self.uses = 0
         self.tunnel = False
         self.sock = None
+        self.reads: ReadPauser | None = None
 
     def connectionMade(self) -> None:
         self.connected = True
+        self.reads = ReadPauser(self.transport)
         self.sock = direct_socket(self.transport)
         if self.sock is not None:
             self.transport.bufferSize = BUFFER_SIZE
@@ -1020,8 +1140,43 @@ class UpstreamPool:
                 self._expire(up)
 
 
+TOO_MANY_CONNECTIONS = forwarding.error_response(
+    503,
+    "too_many_connections",
+    "the proxy is at its connection limit; try again shortly",
+    keep_alive=False,
+)
+
+
+class RefusedConnection(protocol.Protocol):
+    """Past ``LINX_MAX_CONNECTIONS``: one canned 503, then a FIN. The request is never parsed;
+    its bytes are read and dropped for ``LINGER_SECS`` so that closing sends no RST (which
+    could destroy the 503 before the client reads it)."""
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self.timer = None
+
+    def connectionMade(self) -> None:
+        transport = self.transport
+        transport.write(TOO_MANY_CONNECTIONS)
+        if direct_socket(transport) is None:  # TLS: no half-close; close after the write
+            transport.loseConnection()
+            return
+        transport.loseWriteConnection()
+        self.timer = self.reactor.callLater(LINGER_SECS, transport.loseConnection)
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason=None) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+
 class ProxyFactory(protocol.Factory):
-    """Builds client connections; refuses (closes at once) past the connection limit."""
+    """Builds client connections; past the connection limit, a ``RefusedConnection``."""
 
     noisy = False
 
@@ -1030,6 +1185,10 @@ class ProxyFactory(protocol.Factory):
         self.scheme = scheme
 
     def buildProtocol(self, addr):
-        if self.ctx.open_connections >= self.ctx.config.max_connections or self.ctx.draining:
+        ctx = self.ctx
+        if ctx.draining:
             return None
-        return ClientConnection(self.ctx, self.scheme)
+        if ctx.open_connections >= ctx.config.max_connections:
+            ctx.metrics.refused_connections.inc()
+            return RefusedConnection(ctx.reactor)
+        return ClientConnection(ctx, self.scheme)

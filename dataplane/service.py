@@ -9,7 +9,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from dataplane import admin_http, relay
+from dataplane import access, admin_http, relay
 from dataplane.access_log import AccessLog
 from dataplane.config import ProxyConfig
 from dataplane.metrics import Metrics
@@ -56,30 +56,20 @@ class ConnectionRegistry:
                 del self.by_service[service_id]
 
     def revalidate(self, service_ids: set[str], table: RouteTable, now: float) -> int:
-        """Close every connection that the current routes no longer allow. Returns how many."""
-        closed = 0
+        """Tell every connection that the current routes no longer allow (or whose container
+        moved) what it now gets; each decides how to end (see ``ClientConnection.revoke``).
+        Returns how many were told."""
+        told = 0
         for sid in service_ids:
             route = table.get(sid)
             for conn in list(self.by_service.get(sid, ())):
-                if not still_allowed(conn.route, conn.kid, route, now):
-                    self.unregister(conn)
-                    conn.revoke()
-                    closed += 1
-        return closed
-
-
-def still_allowed(granted: Route | None, kid: str | None, route: Route | None, now: float) -> bool:
-    """Whether a connection granted under ``granted`` with key ``kid`` may stay open. Pure."""
-    if route is None or granted is None or route.expired(now) or not route.usable:
-        return False
-    if not route.allowed or route.target != granted.target:
-        return False
-    if kid is None:
-        return route.public
-    key = route.get(kid)
-    if key is None:
-        return False
-    return key.expires_at is None or now < key.expires_at
+                denial = access.revocation(conn.route, conn.kid, route, now)
+                if denial is None and not access.moved(conn.route, route):
+                    continue
+                self.unregister(conn)
+                conn.revoke(denial)
+                told += 1
+        return told
 
 
 class LinkUsage:
@@ -308,15 +298,17 @@ class ProxyService(service.Service):
             for conn in list(ctx.live_connections):
                 if conn.state == relay.RELAY:
                     busy += 1
+                elif conn.state == relay.TUNNEL:
+                    conn.drop()
                 else:
-                    conn.revoke()  # idle keep-alive and WebSocket tunnels close now
+                    conn.close_idle()  # a FIN, so clients retry elsewhere without an error
             if not busy or self.reactor.seconds() >= deadline:
                 break
             d = defer.Deferred()
             self.reactor.callLater(0.05, d.callback, None)
             yield d
         for conn in list(ctx.live_connections):
-            conn.revoke()
+            conn.drop("drain_timeout")
         ctx.pool.close_all()
         if self._expiry.running:
             self._expiry.stop()

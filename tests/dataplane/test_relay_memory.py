@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from dataplane.config import ProxyConfig
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober
-from dataplane.relay import ProxyFactory
+from dataplane.relay import REVOKED_IDLE_GRACE, ProxyFactory
 from dataplane.service import ProxyContext
 from shared import schema
 from tests.dataplane import factories as f
@@ -247,11 +247,12 @@ def test_delete_event_closes_open_connections():
     up.dataReceived(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
     assert not tr.disconnecting
     h.ctx.table.apply([schema.Event("1-1", schema.KIND_SERVICE, schema.OP_DELETE, h.svc.service_id, None)])
+    h.reactor.advance(REVOKED_IDLE_GRACE)  # a stream still going after the grace is cut
     assert tr.disconnected or tr.disconnecting
     assert utr.disconnected or utr.disconnecting
 
 
-def test_container_stop_closes_connections_and_refuses():
+def test_container_stop_refuses_and_closes_idle_connections_with_a_fin():
     h = Harness()
     proto, tr = h.client()
     proto.dataReceived(h.request())
@@ -261,7 +262,9 @@ def test_container_stop_closes_connections_and_refuses():
     h.ctx.table.apply(
         [schema.Event("1-2", schema.KIND_CONTAINER, schema.OP_PUT, h.ctr.container_id, stopped)]
     )
-    assert tr.disconnected or tr.disconnecting
+    assert not tr.disconnecting  # a request may already be on its way: it gets an answer
+    h.reactor.advance(REVOKED_IDLE_GRACE)
+    assert tr.disconnecting and not tr.disconnected  # FIN, not RST
 
 
 def test_expiry_closes_connections_on_the_clock():
@@ -279,7 +282,10 @@ def test_expiry_closes_connections_on_the_clock():
     assert not tr.disconnecting
     h.reactor.advance(1)
     h.ctx.check_expiry()
-    assert tr.disconnected or tr.disconnecting
+    tr.clear()
+    proto.dataReceived(h.request())
+    out = tr.value()
+    assert status_of(out) == 410 and b"Connection: close\r\n" in out and tr.disconnecting
 
 
 def test_upstream_reset_mid_body_aborts_the_client():
@@ -341,13 +347,23 @@ def test_error_body_follows_accept(accept, html):
     assert (b"Content-Type: text/html" in out) is html
 
 
-def test_connection_limit_refuses_extra_connections():
+def test_connection_limit_answers_503_too_many_connections_and_closes():
     h = Harness(max_connections=2)
     a = h.client()
     b = h.client()
-    assert h.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is None
+    refused, rtr = h.client()
+    out = rtr.value()
+    assert status_of(out) == 503 and rtr.disconnecting
+    assert b"X-Linx-Error: too_many_connections\r\n" in out and b"Retry-After: " in out
+    assert b"Connection: close\r\n" in out
+    assert body_json(out)["error"]["code"] == "too_many_connections"
+    refused.dataReceived(h.request())  # never parsed, never relayed
+    assert not h.reactor.tcpClients
+    assert h.ctx.open_connections == 2
+    assert h.ctx.metrics.registry.get_sample_value("linx_proxy_refused_connections_total") == 1
     a[0].connectionLost(None)
-    assert h.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is not None
+    proto, _ = h.client()
+    assert proto.__class__.__name__ == "ClientConnection"
     assert not b[1].disconnecting  # existing ones unaffected
 
 

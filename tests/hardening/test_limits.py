@@ -405,7 +405,10 @@ def test_connection_limit_refuses_extra_and_spares_the_open_ones(hstack, svc):
             with RawClient(proxy.port) as extra:
                 started = time.monotonic()
                 data, how = extra.read_until_close(3)
-                assert data == b"" and how in ("fin", "rst")
+                # SPEC section 7: a 503 too_many_connections with Retry-After, then a FIN
+                assert data.startswith(b"HTTP/1.1 503 ") and how == "fin"
+                assert b"\r\nX-Linx-Error: too_many_connections\r\n" in data
+                assert b"\r\nRetry-After: " in data
                 assert time.monotonic() - started < 1.0
         # the open ones are unaffected: the stream goes on, the idle ones serve again
         backend.wait_for_gate(gate)

@@ -590,6 +590,7 @@ class Backend:
             "/expect": self.expect,
             "/close-midway": self.close_midway,
             "/no-answer": self.no_answer,
+            "/hang-up": self.hang_up,
             "/slow-head": self.slow_head,
             "/garbage": self.garbage,
             "/huge-headers": self.huge_headers,
@@ -808,6 +809,13 @@ class Backend:
     async def no_answer(self, conn: Connection, req: Request) -> bool:
         while await conn.reader.read(WRITE_CHUNK):
             pass
+        return False
+
+    async def hang_up(self, conn: Connection, req: Request) -> bool:
+        """Read the whole request, then close (FIN, or RST with ``rst=1``) without a byte."""
+        await req.body.drain()
+        if req.param("rst") == "1":
+            conn.reset()
         return False
 
     async def slow_head(self, conn: Connection, req: Request) -> bool:
