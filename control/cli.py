@@ -179,6 +179,7 @@ def _service_fields(s: dict) -> str:
             ("routing", s.get("routing")),
             ("websockets", _yes(s["enable_websockets"])),
             ("cors_preflight", s.get("cors_preflight")),
+            ("strip_prefix", _yes(s["strip_prefix"]) if "strip_prefix" in s else None),
             ("created_at", _when(s["created_at"])),
             ("expires_at", _when(s["expires_at"], "never")),
             ("public_url", s["public_url"]),
@@ -297,6 +298,11 @@ def containers_cmd(settings: Settings, as_json: bool) -> None:
     type=click.Choice(CORS_MODES),
     help="passthrough: CORS preflights reach the app without a token.",
 )
+@click.option(
+    "--keep-prefix",
+    is_flag=True,
+    help="Path routing: the app gets the whole /linx/<id>/... path (run it with that base URL).",
+)
 @json_option
 @click.pass_obj
 def publish_cmd(
@@ -309,6 +315,7 @@ def publish_cmd(
     public: bool,
     routing: str | None,
     cors_preflight: str | None,
+    keep_prefix: bool,
     as_json: bool,
 ) -> None:
     """Publish PORT of CONTAINER; prints the service and its public URL."""
@@ -321,6 +328,7 @@ def publish_cmd(
         ttl_secs=ttl,
         routing=routing,
         cors_preflight=cors_preflight,
+        strip_prefix=False if keep_prefix else None,
     )
     _show(settings, as_json, service, _service_fields)
 
@@ -375,6 +383,12 @@ def rotate_cmd(settings: Settings, service_id: str, as_json: bool) -> None:
 @click.option("--ttl", type=Duration(allow_none=True), default=None, help="New TTL from now, or none.")
 @click.option("--auth-mode", type=click.Choice(AUTH_MODES), help="service_token or public.")
 @click.option("--cors-preflight", type=click.Choice(CORS_MODES))
+@click.option(
+    "--keep-prefix/--strip-prefix",
+    "keep_prefix",
+    default=None,
+    help="Path routing: send the app the whole /linx/<id>/... path, or strip it (the default).",
+)
 @json_option
 @click.pass_context
 def patch_cmd(
@@ -383,9 +397,10 @@ def patch_cmd(
     ttl: int | None,
     auth_mode: str | None,
     cors_preflight: str | None,
+    keep_prefix: bool | None,
     as_json: bool,
 ) -> None:
-    """Change a service's TTL, auth mode or CORS preflight handling."""
+    """Change a service's TTL, auth mode, CORS preflight handling or prefix handling."""
     settings: Settings = ctx.obj
     changes: dict[str, Any] = {}
     if ctx.get_parameter_source("ttl") is not ParameterSource.DEFAULT:
@@ -394,8 +409,12 @@ def patch_cmd(
         changes["auth_mode"] = auth_mode
     if cors_preflight is not None:
         changes["cors_preflight"] = cors_preflight
+    if keep_prefix is not None:
+        changes["strip_prefix"] = not keep_prefix
     if not changes:
-        raise click.UsageError("nothing to change: give --ttl, --auth-mode or --cors-preflight")
+        raise click.UsageError(
+            "nothing to change: give --ttl, --auth-mode, --cors-preflight or --keep-prefix/--strip-prefix"
+        )
     _show(settings, as_json, settings.client().patch_service(service_id, **changes), _service_fields)
 
 

@@ -272,6 +272,7 @@ class Client:
         routing: str | None = None,
         cors_preflight: str | None = None,
         protocol: str | None = None,
+        strip_prefix: bool | None = None,
     ) -> dict:
         """Publish ``target_port`` of a container: the new service record (with ``public_url``
         and its token). Options left at None take the server's defaults."""
@@ -283,6 +284,7 @@ class Client:
             "routing": routing,
             "cors_preflight": cors_preflight,
             "protocol": protocol,
+            "strip_prefix": strip_prefix,
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return self.request("POST", f"/api/containers/{_seg(container_id)}/services", body=body)
@@ -296,7 +298,8 @@ class Client:
         return self.request("GET", f"/api/services/{_seg(service_id)}")
 
     def patch_service(self, service_id: str, **changes: Any) -> dict:
-        """Change any of ``ttl_secs`` (None: no expiry), ``auth_mode``, ``cors_preflight``."""
+        """Change any of ``ttl_secs`` (None: no expiry), ``auth_mode``, ``cors_preflight``,
+        ``strip_prefix``."""
         return self.request("PATCH", f"/api/services/{_seg(service_id)}", body=changes)
 
     def delete_service(self, service_id: str) -> None:

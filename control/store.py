@@ -76,6 +76,14 @@ def service_status(
     return "pending"
 
 
+def strip_prefix_needs_path_routing() -> ApiError:
+    return ApiError(
+        422,
+        "strip_prefix_needs_path_routing",
+        "strip_prefix: false applies to path routing only (a host-routed service has no prefix)",
+    )
+
+
 def link_live(link: ShareLink, now: float) -> bool:
     return link.key.expires_at is None or now < link.key.expires_at
 
@@ -321,7 +329,8 @@ class Store:
 
         Checks, in order: the container is the tenant's (404), its networking is enabled
         (422 ``networking_disabled``), host routing is configured when asked for (422
-        ``host_routing_unavailable``), the name is free in the container (409 ``name_conflict``).
+        ``host_routing_unavailable``), ``strip_prefix: false`` only with path routing (422
+        ``strip_prefix_needs_path_routing``), the name is free in the container (409 ``name_conflict``).
         """
         if not valid_id(container_id):
             raise not_found("container")
@@ -339,6 +348,8 @@ class Store:
                     "host_routing_unavailable",
                     "host routing needs LINX_SERVICE_DOMAIN, which this deployment has not set",
                 )
+            if spec.routing == "host" and not spec.strip_prefix:
+                raise strip_prefix_needs_path_routing()
             holder = self.schema.service_id_by_name(pipe, container_id, spec.name)
             if holder is not None:
                 raise ApiError(
@@ -362,6 +373,7 @@ class Store:
                 token_key=SigningKey(ids.new_key_id(), ids.new_secret()),
                 routing=spec.routing,
                 cors_preflight=spec.cors_preflight,
+                strip_prefix=spec.strip_prefix,
             )
             pipe.multi()
             self.schema.put_service(pipe, service)
@@ -435,9 +447,11 @@ class Store:
 
     def update_service(self, tenant_id: str, service_id: str, changes: dict[str, Any]) -> Service:
         """PATCH: ``ttl_secs`` (counted from now; None removes the expiry), ``auth_mode``,
-        ``cors_preflight``. Share links are clipped so that none outlives the service."""
+        ``cors_preflight``, ``strip_prefix``. Share links are clipped so that none outlives the service."""
 
         def change(service: Service, now: int) -> Service:
+            if changes.get("strip_prefix") is False and service.routing == "host":
+                raise strip_prefix_needs_path_routing()
             fields: dict[str, Any] = {k: v for k, v in changes.items() if k != "ttl_secs"}
             expires_at = service.expires_at
             if "ttl_secs" in changes:

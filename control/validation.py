@@ -254,6 +254,7 @@ class ServiceCreate:
     ttl_secs: int | None
     routing: str
     cors_preflight: str
+    strip_prefix: bool
 
 
 SERVICE_CREATE_FIELDS = (
@@ -265,8 +266,9 @@ SERVICE_CREATE_FIELDS = (
     "ttl_secs",
     "routing",
     "cors_preflight",
+    "strip_prefix",
 )
-SERVICE_PATCH_FIELDS = ("ttl_secs", "auth_mode", "cors_preflight")
+SERVICE_PATCH_FIELDS = ("ttl_secs", "auth_mode", "cors_preflight", "strip_prefix")
 # Record fields a PATCH may not touch: named as such rather than "unknown".
 _SERVICE_FIXED = (
     "service_id",
@@ -311,6 +313,7 @@ def parse_service_create(body: dict[str, Any], default_routing: str) -> ServiceC
         ttl_secs=_or(_int(body, "ttl_secs", 1, MAX_TTL_SECS, nullable=True), None),
         routing=_or(_choice(body, "routing", ROUTING_MODES), default_routing),
         cors_preflight=_or(_choice(body, "cors_preflight", CORS_MODES), "deny"),
+        strip_prefix=_or(_bool(body, "strip_prefix"), True),
     )
 
 
@@ -322,6 +325,7 @@ def parse_service_patch(body: dict[str, Any]) -> dict[str, Any]:
         "ttl_secs": _int(body, "ttl_secs", 1, MAX_TTL_SECS, nullable=True),
         "auth_mode": _choice(body, "auth_mode", AUTH_MODES),
         "cors_preflight": _choice(body, "cors_preflight", CORS_MODES),
+        "strip_prefix": _bool(body, "strip_prefix"),
     }
     return {k: v for k, v in changes.items() if v is not _MISSING}
 

@@ -135,6 +135,92 @@ def websocket_accept(key: bytes) -> bytes:
     return base64.b64encode(hashlib.sha1(key.strip() + WS_GUID).digest())  # noqa: S324 (RFC 6455)
 
 
+class PrefixRewrite:
+    """Path routing with the prefix stripped: what keeps the browser under ``/linx/<id>/``
+    (nginx's ``proxy_redirect`` and ``proxy_cookie_path``, SPEC section 7).
+
+    - ``Location`` / ``Content-Location``: an absolute path, or an absolute URL naming the
+      container's own address, is moved under the prefix; relative references and other
+      sites are left alone (the browser resolves the former under the prefix already).
+    - ``Set-Cookie``: a ``Path`` that is absent, ``/`` or outside the prefix is moved under it
+      (absent: the default path the app meant, RFC 6265 5.1.4, of the path it saw), so one
+      service's cookies never reach another service's container; ``Domain`` is removed.
+    """
+
+    __slots__ = ("prefix", "target", "request_path")
+
+    def __init__(self, prefix: bytes, target: tuple[str, int] | None, request_path: bytes) -> None:
+        self.prefix = prefix
+        self.target = target
+        self.request_path = request_path
+
+    def _under(self, path: bytes) -> bool:
+        prefix = self.prefix
+        return path.startswith(prefix) and path[len(prefix) : len(prefix) + 1] in (b"", b"/", b"?", b"#")
+
+    def _authorities(self) -> tuple[bytes, ...]:
+        if self.target is None:
+            return ()
+        host, port = self.target
+        name = (f"[{host}]" if ":" in host else host).lower().encode()
+        port_text = str(port).encode()
+        forms = (name + b":" + port_text,)
+        return (*forms, name) if port in (80, 443) else forms
+
+    def location(self, value: bytes) -> bytes:
+        v = value.strip()
+        if v.startswith(b"/"):
+            if v.startswith(b"//"):
+                return value  # scheme-relative: another host
+            return v if self._under(v) else self.prefix + v
+        low = v[:8].lower()
+        for scheme in (b"http://", b"https://"):
+            if low.startswith(scheme):
+                rest = v[len(scheme) :]
+                end = len(rest)
+                for sep in (b"/", b"?", b"#"):
+                    i = rest.find(sep)
+                    if 0 <= i < end:
+                        end = i
+                if rest[:end].lower() not in self._authorities():
+                    return value
+                path = rest[end:]
+                if not path.startswith(b"/"):
+                    path = b"/" + path
+                return path if self._under(path) else self.prefix + path
+        return value
+
+    def set_cookie(self, value: bytes) -> bytes:
+        parts = value.split(b";")
+        kept = [parts[0].strip()]
+        path = None
+        for attr in parts[1:]:
+            attr = attr.strip()
+            name = attr.partition(b"=")[0].strip().lower()
+            if name == b"domain" or not attr:
+                continue
+            if name == b"path":
+                path = attr.partition(b"=")[2].strip()  # the last one counts (RFC 6265 5.2.4)
+                continue
+            kept.append(attr)
+        if path is None or not path.startswith(b"/"):
+            path = _default_cookie_path(self.request_path)
+        if not self._under(path):
+            path = self.prefix + path
+        kept.insert(1, b"Path=" + path)
+        return b"; ".join(kept)
+
+
+def _default_cookie_path(request_path: bytes) -> bytes:
+    path = request_path.partition(b"?")[0]
+    if not path.startswith(b"/") or path.count(b"/") == 1:
+        return b"/"
+    return path[: path.rfind(b"/")]
+
+
+_REWRITTEN = frozenset((b"location", b"content-location", b"set-cookie"))
+
+
 def client_response_head(
     resp: ResponseHead,
     *,
@@ -143,6 +229,7 @@ def client_response_head(
     extra: list[bytes],
     upgrade: bool = False,
     http10: bool = False,
+    rewrite: PrefixRewrite | None = None,
 ) -> bytes:
     """The head to send to the client for the container's ``resp``, re-framed as ``framing``."""
     reason = resp.reason or _reason(resp.status)
@@ -154,8 +241,14 @@ def client_response_head(
         if lname in drop:
             had_length = had_length or lname == b"content-length"
             continue
-        if lname == b"set-cookie" and value.lstrip()[:5].lower() == b"linx_":
-            continue
+        if lname in _REWRITTEN:
+            if lname == b"set-cookie":
+                if value.lstrip()[:5].lower() == b"linx_":
+                    continue
+                if rewrite is not None:
+                    value = rewrite.set_cookie(value)
+            elif rewrite is not None:
+                value = rewrite.location(value)
         out += (name, b": ", value, b"\r\n")
     out += extra
     if upgrade:
@@ -201,6 +294,20 @@ def prefers_html(accept: bytes | None) -> bool:
     return html_at >= 0 and (json_at < 0 or html_at < json_at)
 
 
+STARTING_RELOAD_SECS = 2
+STARTING_PAGE = (
+    "<!doctype html><html><head><meta charset=utf-8>"
+    '<meta http-equiv="refresh" content="{retry}">'
+    '<meta name="viewport" content="width=device-width, initial-scale=1">'
+    "<title>Starting\u2026</title>"
+    "<style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;padding:0 1em;"
+    "color:#222}}code{{color:#666}}</style></head>"
+    "<body><h1>The app is starting</h1>"
+    "<p>It is not answering yet. This page reloads itself every {retry} seconds and shows the app "
+    "as soon as it is up.</p><p><code>503 \u00b7 X-Linx-Error: {code}</code></p></body></html>\n"
+)
+
+
 def error_response(
     status: int,
     code: str,
@@ -212,9 +319,17 @@ def error_response(
     origin: bytes | None = None,
     extra: list[bytes] | None = None,
     http10: bool = False,
+    starting: bool = False,
 ) -> bytes:
-    """An answer the proxy makes itself: ``X-Linx-Error``, JSON (or HTML) body, never cached."""
-    if html_body:
+    """An answer the proxy makes itself: ``X-Linx-Error``, JSON (or HTML) body, never cached.
+
+    ``starting``: a browser navigation to an app that is not up yet gets a page saying so that
+    reloads itself (SPEC section 7); status and headers are the same as without it.
+    """
+    if starting:
+        body = STARTING_PAGE.format(code=code, retry=STARTING_RELOAD_SECS)
+        ctype = b"text/html; charset=utf-8"
+    elif html_body:
         body = (
             f"<!doctype html><html><head><meta charset=utf-8><title>{status} {code}</title></head>"
             f"<body><h1>{status} {html.escape(_reason(status).decode())}</h1>"

@@ -133,6 +133,7 @@ class ClientConnection(protocol.Protocol):
         self.out: list[bytes] = []
         self.reads: ReadPauser | None = None
         self.revoked = False  # its service was revoked while it was between requests
+        self.rewrite: forwarding.PrefixRewrite | None = None
 
     # ------------------------------------------------------------------ connection life
     def connectionMade(self) -> None:
@@ -365,6 +366,7 @@ class ClientConnection(protocol.Protocol):
         self.request_id = request_id(req.header(b"x-request-id"))
         self.route = None
         self.ws_selected = None
+        self.rewrite = None
         target = req.target
         qpos = target.find(b"?")
         path, query = (target, b"") if qpos < 0 else (target[:qpos], target[qpos + 1 :])
@@ -397,8 +399,11 @@ class ClientConnection(protocol.Protocol):
                     308,
                 )
                 return
-            upstream_path = path[sid_end:] if sid_end >= 0 else b"/"
-            prefix = path[:sid_end] if sid_end >= 0 else path
+            if route is not None and not route.strip_prefix:
+                upstream_path = path  # the app serves under its base URL /linx/<id>/
+            else:
+                upstream_path = path[sid_end:] if sid_end >= 0 else b"/"
+                prefix = path[:sid_end] if sid_end >= 0 else path
         elif ctx.api_route is not None and (path == b"/api" or path.startswith(b"/api/")):
             self._relay_api(req)
             return
@@ -471,12 +476,15 @@ class ClientConnection(protocol.Protocol):
                 return
             self.extra_headers.append(cookie)
         upstream_target = upstream_path + (b"?" + kept_query if kept_query else b"")
+        if prefix is not None and route.strip_prefix:
+            self.rewrite = forwarding.PrefixRewrite(prefix, route.target, upstream_path)
         self._relay(route, req, upstream_target, cookies, prefix, websocket)
 
     def _relay_api(self, req: RequestHead) -> None:
         """``/api/`` on the proxy's own origin (LINX_PROXY_API_UPSTREAM), relayed as it came:
         the control plane authenticates it, so no Linx token, cookie or access rule applies."""
         self.route = self.ctx.api_route
+        self.rewrite = None
         self.kid = None
         self.revoked = False
         self.ctx.registry.unregister(self)  # a change to the last service must not cut this
@@ -525,6 +533,7 @@ class ClientConnection(protocol.Protocol):
             http10=req.http10,
             head_only=req.method == b"HEAD",
             origin=origin,
+            starting=denial.code in _STARTING_CODES and req.method == b"GET" and _is_navigation(req),
         )
         self._local(data, denial.status, denial.code, keep)
 
@@ -685,6 +694,7 @@ class ClientConnection(protocol.Protocol):
                 keep_alive=self.keep_alive,
                 extra=self.extra_headers,
                 http10=req.http10,
+                rewrite=self.rewrite,
             )
         )
         return True
@@ -785,6 +795,10 @@ class ClientConnection(protocol.Protocol):
             http10=req.http10,
             head_only=req.method == b"HEAD",
             origin=req.header(b"origin"),
+            starting=code in _STARTING_CODES
+            and self.route is not self.ctx.api_route
+            and req.method == b"GET"
+            and _is_navigation(req),
         )
         self._finish(status, code)
         self._write(data)
@@ -847,6 +861,10 @@ def _hostname(host: bytes) -> bytes:
     if host.startswith(b"["):
         return host[: host.find(b"]") + 1]
     return host.partition(b":")[0]
+
+
+# 503s meaning "the app is not up (yet)": a browser navigation gets the self-reloading page.
+_STARTING_CODES = frozenset(("target_unavailable", "target_connect_failed", "target_connect_timeout"))
 
 
 def _is_navigation(req: RequestHead) -> bool:

@@ -58,6 +58,7 @@ class Route:
         "websockets",
         "host_routed",
         "cors_passthrough",
+        "strip_prefix",
         "token_cache",
     )
 
@@ -82,6 +83,8 @@ class Route:
         self.websockets = service.enable_websockets
         self.host_routed = service.routing == "host"
         self.cors_passthrough = service.cors_preflight == "passthrough"
+        # Only path routing has a prefix to strip (and responses to keep under it).
+        self.strip_prefix = service.strip_prefix and not self.host_routed
         self.token_cache: dict[str, str] | None = None  # token -> key id, see access.verify_token
         self.usable, self.allowed, self.ipv6 = where or placement(container, allowed_networks)
         self.target: tuple[str, int] | None = (
@@ -112,6 +115,7 @@ class Route:
             and self.websockets == other.websockets
             and self.host_routed == other.host_routed
             and self.cors_passthrough == other.cors_passthrough
+            and self.strip_prefix == other.strip_prefix
             and self.container_id == other.container_id
             and self.port == other.port
             and self.ipv6 == other.ipv6
@@ -158,7 +162,7 @@ def control_plane_route(target: tuple[str, int]) -> Route:
     route.link_of_kid = _NO_LINKS
     route.usable = route.allowed = route.public = True
     route.ipv6 = ":" in target[0]
-    route.websockets = route.host_routed = route.cors_passthrough = False
+    route.websockets = route.host_routed = route.cors_passthrough = route.strip_prefix = False
     return route
 
 

@@ -111,6 +111,7 @@ class Service:
     token_key: SigningKey
     routing: str = "path"
     cors_preflight: str = "deny"
+    strip_prefix: bool = True  # path routing: the container gets the path without /linx/<id>
     share_links: tuple[ShareLink, ...] = field(default=())
 
     @property

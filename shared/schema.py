@@ -191,6 +191,7 @@ def encode_service(s: Service) -> str:
             "auth_mode": s.auth_mode,
             "routing": s.routing,
             "cors_preflight": s.cors_preflight,
+            "strip_prefix": s.strip_prefix,
             "created_at": s.created_at,
             "updated_at": s.updated_at,
             "expires_at": s.expires_at,
@@ -226,6 +227,7 @@ def decode_service(raw: str | bytes) -> Service:
             token_key=_decode_key(o["token_key"]),
             routing=intern(o["routing"]),
             cors_preflight=intern(o["cors_preflight"]),
+            strip_prefix=o.get("strip_prefix", True),  # records written before the field
             share_links=tuple(
                 ShareLink(ln["link_id"], ln["label"], _decode_key(ln["key"]), ln["created_at"])
                 for ln in o["share_links"]

@@ -28,6 +28,11 @@ bp = Blueprint("openapi", __name__, url_prefix="/api")
 
 _REF = "#/components/schemas/"
 
+STRIP_PREFIX_TEXT = (
+    "path routing only: false sends the container the whole /linx/<service_id>/... path and no "
+    "X-Forwarded-Prefix (with host routing: 422 strip_prefix_needs_path_routing)"
+)
+
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF + name}
@@ -86,6 +91,7 @@ def _schemas() -> dict[str, Any]:
         "auth_mode": {"type": "string", "enum": list(AUTH_MODES)},
         "routing": {"type": "string", "enum": list(ROUTING_MODES)},
         "cors_preflight": {"type": "string", "enum": list(CORS_MODES)},
+        "strip_prefix": _BOOL,
         "public_url": {
             "type": "string",
             "description": "carries ?linx_token=<token> in service_token mode",
@@ -207,6 +213,7 @@ def _schemas() -> dict[str, Any]:
                     "description": "default from LINX_DEFAULT_ROUTING; host needs LINX_SERVICE_DOMAIN",
                 },
                 "cors_preflight": {"type": "string", "enum": list(CORS_MODES), "default": "deny"},
+                "strip_prefix": {"type": "boolean", "default": True, "description": STRIP_PREFIX_TEXT},
             },
             ("name", "target_port"),
             additionalProperties=False,
@@ -216,6 +223,7 @@ def _schemas() -> dict[str, Any]:
                 "ttl_secs": _nullable({**_TTL, "description": "counted from now; null removes the expiry"}),
                 "auth_mode": {"type": "string", "enum": list(AUTH_MODES)},
                 "cors_preflight": {"type": "string", "enum": list(CORS_MODES)},
+                "strip_prefix": {"type": "boolean", "description": STRIP_PREFIX_TEXT},
             },
             minProperties=1,
             additionalProperties=False,

@@ -44,6 +44,7 @@ def service_record(service: Service, status: str) -> dict:
         "auth_mode": service.auth_mode,
         "routing": service.routing,
         "cors_preflight": service.cors_preflight,
+        "strip_prefix": service.strip_prefix,
         "public_url": public_url,
         "websocket_url": websocket_form(public_url) if service.enable_websockets else None,
         "status": status,

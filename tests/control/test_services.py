@@ -20,6 +20,7 @@ RECORD_FIELDS = {
     "auth_mode",
     "routing",
     "cors_preflight",
+    "strip_prefix",
     "public_url",
     "websocket_url",
     "status",
@@ -453,3 +454,46 @@ def test_odd_ids_in_paths_are_plain_404s(api, bad_id):
         r = api.http.get(path, headers=headers)
         assert r.status_code == 404
         assert "error" in r.json
+
+
+# ------------------------------------------------------------------ strip_prefix (SPEC 7)
+def test_strip_prefix_defaults_to_true_and_can_be_turned_off(api):
+    headers, container, rec = api.setup()
+    assert rec["strip_prefix"] is True
+    kept = api.service(container["container_id"], headers, name="kept", strip_prefix=False)
+    assert kept["strip_prefix"] is False
+    got = api.http.get(f"/api/services/{kept['service_id']}", headers=headers)
+    assert got.json["strip_prefix"] is False
+
+
+def test_strip_prefix_must_be_a_boolean(api):
+    headers, container, _ = api.setup()
+    r = api.http.post(
+        f"/api/containers/{container['container_id']}/services",
+        json={"name": "x", "target_port": 80, "strip_prefix": "no"},
+        headers=headers,
+    )
+    assert r.status_code == 400 and "strip_prefix" in r.json["error"]["message"]
+
+
+def test_strip_prefix_false_with_host_routing_is_422(make_api):
+    api = make_api(service_domain="svc.example.test")
+    headers, container, _ = api.setup()
+    r = api.http.post(
+        f"/api/containers/{container['container_id']}/services",
+        json={"name": "h", "target_port": 80, "routing": "host", "strip_prefix": False},
+        headers=headers,
+    )
+    assert r.status_code == 422 and r.json["error"]["code"] == "strip_prefix_needs_path_routing"
+    host = api.service(container["container_id"], headers, name="h2", routing="host")
+    assert host["strip_prefix"] is True  # true is harmless there: nothing to strip
+    r = api.http.patch(f"/api/services/{host['service_id']}", json={"strip_prefix": False}, headers=headers)
+    assert r.status_code == 422 and r.json["error"]["code"] == "strip_prefix_needs_path_routing"
+
+
+def test_patch_strip_prefix_writes_one_change_event(api, feed):
+    headers, _, rec = api.setup()
+    feed()
+    r = api.http.patch(f"/api/services/{rec['service_id']}", json={"strip_prefix": False}, headers=headers)
+    assert r.status_code == 200 and r.json["strip_prefix"] is False
+    assert [e.id for e in feed()] == [rec["service_id"]]

@@ -573,6 +573,9 @@ class Backend:
     async def dispatch(self, conn: Connection, req: Request) -> bool:
         """Answer one request; False means the connection must not be reused."""
         path = req.path
+        if path.startswith("/linx/") and path.count("/") >= 3:
+            # an app run with the base URL /linx/<id>/ (strip_prefix: false) routes the rest
+            path = "/" + path.split("/", 3)[3]
         if path.startswith("/__"):
             return await self.control(conn, req)
         if path == "/fake-101":
@@ -591,6 +594,7 @@ class Backend:
             "/close-midway": self.close_midway,
             "/no-answer": self.no_answer,
             "/hang-up": self.hang_up,
+            "/respond": self.respond,
             "/slow-head": self.slow_head,
             "/garbage": self.garbage,
             "/huge-headers": self.huge_headers,
@@ -810,6 +814,14 @@ class Backend:
         while await conn.reader.read(WRITE_CHUNK):
             pass
         return False
+
+    async def respond(self, conn: Connection, req: Request) -> bool:
+        """``?status=302&h=Location: /lab?&h=Set-Cookie: a=1``: any status, any headers."""
+        await req.body.drain()
+        status = int(req.param("status", "200"))
+        headers = [tuple(part.strip() for part in h.split(":", 1)) for h in req.params.get("h", [])]
+        await conn.send_simple(req, status, f"status {status}\n", headers=headers)
+        return True
 
     async def hang_up(self, conn: Connection, req: Request) -> bool:
         """Read the whole request, then close (FIN, or RST with ``rst=1``) without a byte."""
