@@ -436,9 +436,11 @@ def delete_cmd(settings: Settings, service_id: str, as_json: bool) -> None:
     "--interval", type=click.FloatRange(min=0.05), default=0.25, show_default=True, help="Poll interval."
 )
 @click.option(
-    "--keep-waiting",
-    is_flag=True,
-    help="Treat target_unreachable as a target still starting and keep polling until the timeout.",
+    "--keep-waiting/--fail-fast",
+    default=True,
+    show_default=True,
+    help="Keep polling through target_unreachable (an app still starting) until the timeout, "
+    "or fail at once.",
 )
 @json_option
 @click.pass_obj
@@ -447,8 +449,8 @@ def wait_ready_cmd(
 ) -> None:
     """Block until SERVICE is ready (a proxy reached its target).
 
-    Fails (exit 1) at once when the service is target_unreachable (unless --keep-waiting),
-    expired or in error, and when it is not ready within --timeout.
+    Waits through pending and target_unreachable (unless --fail-fast); fails (exit 1) at once
+    when the service is expired, in error or deleted, and when it is not ready within --timeout.
     """
     service = settings.client().wait_ready(service_id, timeout, interval=interval, keep_waiting=keep_waiting)
     if _wants_json(settings, as_json):
@@ -534,6 +536,35 @@ def admin_group() -> None:
 @admin_group.group("tenant", cls=_Group)
 def tenant_group() -> None:
     """Tenants."""
+
+
+@admin_group.command("proxies")
+@json_option
+@click.pass_obj
+def admin_proxies_cmd(settings: Settings, as_json: bool) -> None:
+    """List the live proxy replicas (each writes a heartbeat every few seconds)."""
+    proxies = settings.client(admin=True).list_proxies()
+    _show(
+        settings,
+        as_json,
+        {"proxies": proxies},
+        lambda v: table(
+            ["PROXY", "HOST", "VERSION", "ROUTES", "CONNECTIONS", "SYNC LAG", "STARTED", "LAST SEEN"],
+            [
+                [
+                    p["proxy_id"],
+                    p["host"],
+                    p["version"],
+                    p["routes"],
+                    p["open_connections"],
+                    "-" if p["sync_lag_secs"] is None else f"{p['sync_lag_secs']:.1f}s",
+                    _when(p["started_at"]),
+                    _when(p["last_seen_at"]),
+                ]
+                for p in v["proxies"]
+            ],
+        ),
+    )
 
 
 @tenant_group.command("create")

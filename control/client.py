@@ -189,6 +189,10 @@ class Client:
         The API key is shown only in this answer."""
         return self.request("POST", "/api/admin/tenants", admin=True, body={"name": name})
 
+    def list_proxies(self) -> list[dict]:
+        """The live proxy replicas, from their heartbeats."""
+        return self.request("GET", "/api/admin/proxies", admin=True)["proxies"]
+
     def list_tenants(self) -> list[dict]:
         """Every tenant (never a key)."""
         return self.request("GET", "/api/admin/tenants", admin=True)["tenants"]
@@ -333,17 +337,20 @@ class Client:
         timeout: float = 30.0,
         *,
         interval: float = 0.25,
-        keep_waiting: bool = False,
+        keep_waiting: bool = True,
         sleep: Callable[[float], None] = time.sleep,
     ) -> dict:
         """Poll the service until its status is ``ready``; return that record.
 
-        ``pending`` (no proxy has tried the target yet) is waited through. ``expired`` and
-        ``error`` raise ``LinxNotReadyError`` at once; so does ``target_unreachable`` unless
-        ``keep_waiting`` (the target may still be starting: proxies re-probe it every
-        ``LINX_PROBE_INTERVAL_SECS``). After ``timeout`` seconds it raises with code
-        ``timeout``. A ``503`` (storage briefly unavailable) or a connection failure while
-        polling is retried until the deadline; any other API error is raised as is.
+        ``pending`` (no proxy has tried the target yet) and ``target_unreachable`` (an app
+        that starts after its port was published is the normal case: proxies re-probe a
+        refusing target every second in its first minute, then every
+        ``LINX_PROBE_INTERVAL_SECS``) are waited through; with ``keep_waiting=False``
+        ``target_unreachable`` raises at once. ``expired`` and ``error`` raise
+        ``LinxNotReadyError`` at once, and a deleted service raises the API's 404. After
+        ``timeout`` seconds it raises with code ``timeout``. A ``503`` (storage briefly
+        unavailable) or a connection failure while polling is retried until the deadline; any
+        other API error is raised as is.
         """
         deadline = time.monotonic() + timeout
         record: dict | None = None

@@ -76,6 +76,20 @@ def service_status(
     return "pending"
 
 
+PROXY_FIELDS = (
+    "proxy_id",
+    "host",
+    "version",
+    "routes",
+    "open_connections",
+    "sync_lag_secs",
+    "started_at",
+    "last_seen_at",
+    "last_full_sync_at",
+    "pid",
+)
+
+
 def strip_prefix_needs_path_routing() -> ApiError:
     return ApiError(
         422,
@@ -539,6 +553,12 @@ class Store:
         }
 
     # ------------------------------------------------------------------------------- sweep
+    def proxies(self, now: float) -> list[dict[str, Any]]:
+        """Live proxy heartbeats, in the documented field order."""
+        return [
+            {k: beat.get(k) for k in PROXY_FIELDS} for beat in self.schema.list_heartbeats(self.client, now)
+        ]
+
     def sweep_expired(self, now: float | None = None) -> list[str]:
         """Remove services whose retention after expiry has passed, each in its own
         transaction with its own service delete event. Returns the removed ids.

@@ -36,7 +36,11 @@ Decision = Denial | Grant
 
 NOT_FOUND = Denial(404, "service_not_found", "no such service")
 TOKEN_REQUIRED = Denial(401, "token_required", "this service needs an access token")
-TOKEN_INVALID = Denial(403, "token_invalid", "the access token is not valid for this service")
+TOKEN_INVALID = Denial(
+    403,
+    "token_invalid",
+    "the access token is not valid for this service (it may have been rotated: use the current public_url)",
+)
 TOKEN_EXPIRED = Denial(403, "token_expired", "the access token has expired")
 EXPIRED = Denial(410, "service_expired", "this service has expired")
 WS_DISABLED = Denial(403, "websockets_disabled", "WebSockets are not enabled for this service")

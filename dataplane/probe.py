@@ -24,6 +24,10 @@ from shared.schema import Readiness
 log = Logger()
 REFRESH_SECS = 60.0
 CHANGE_SECS = 1.0  # relay results change a target's reported status at most this often
+# A target refusing in its first minute is usually an app still starting (published before it
+# listens): it is re-probed every YOUNG_RETRY_SECS, so `linx wait-ready` sees it come up soon.
+YOUNG_SECS = 60.0
+YOUNG_RETRY_SECS = 1.0
 TICK_SECS = 0.25
 PROBES_PER_TICK = 256
 URGENT_PER_TICK = PROBES_PER_TICK // 2
@@ -66,9 +70,10 @@ class _Target:
     none yet) and when, and when its next probe is due. One small object per target, so
     100,000 targets cost tens of MiB, not hundreds."""
 
-    __slots__ = ("members", "ok", "reported_at", "due")
+    __slots__ = ("members", "ok", "reported_at", "due", "first_seen")
 
-    def __init__(self) -> None:
+    def __init__(self, first_seen: float = 0.0) -> None:
+        self.first_seen = first_seen
         self.members: str | set[str] | None = None
         self.ok: bool | None = None
         self.reported_at = float("-inf")
@@ -161,7 +166,7 @@ class Prober:
     def _join(self, route: Route) -> _Target:
         state = self.targets.get(route.target)
         if state is None:
-            state = self.targets[route.target] = _Target()
+            state = self.targets[route.target] = _Target(self.reactor.seconds())
         state.add(route.service_id)
         return state
 
@@ -256,6 +261,9 @@ class Prober:
         def finished(ok: bool) -> None:
             self.in_flight.discard(target)
             self._result(target, ok)
+            now = self.reactor.seconds()
+            if not ok and now - state.first_seen < YOUNG_SECS:
+                self._schedule(target, state, now + YOUNG_RETRY_SECS)
 
         try:
             self.reactor.connectTCP(

@@ -52,6 +52,7 @@ HEAD, RELAY, TUNNEL, CLOSED = range(4)
 CLIENT_CLOSED = 499  # logged status of a request its client abandoned (as nginx logs it)
 MAX_RESPONSE_HEAD = 65536
 LINX_PREFIX = b"/linx/"
+CONSOLE_COOKIE = b"linx_console"
 _SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 # A revoked connection between requests waits this long for the request a client may already
 # have sent (it gets the access decision, not a reset), then is closed with a FIN.
@@ -489,7 +490,9 @@ class ClientConnection(protocol.Protocol):
         self.revoked = False
         self.ctx.registry.unregister(self)  # a change to the last service must not cut this
         self.extra_headers = []
-        self._relay(self.route, req, req.target, req.values(b"cookie"), None, False)
+        # The console's session cookie is the control plane's own: never relayed (SPEC 7).
+        _, cookies = access.cookie_token(req.values(b"cookie"), CONSOLE_COOKIE)
+        self._relay(self.route, req, req.target, cookies, None, False)
 
     def _relay(self, route, req: RequestHead, target: bytes, cookies, prefix: bytes | None, websocket: bool):
         head = forwarding.upstream_request_head(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 import socket
+from importlib import metadata
 
 from twisted.application import service
 from twisted.internet import defer
@@ -17,7 +20,7 @@ from dataplane.probe import Prober, RedisWriter
 from dataplane.routes import Route, RouteTable, control_plane_route
 from dataplane.sync import SyncThread
 from shared.redis_conn import make_client
-from shared.schema import Readiness, Schema, Snapshot, readiness_batches
+from shared.schema import HEARTBEAT_SECS, Readiness, Schema, Snapshot, readiness_batches
 
 log = Logger()
 EXPIRY_CHECK_SECS = 0.25
@@ -172,6 +175,11 @@ class ProxyService(service.Service):
         self.admin_port = None
         self._expiry = LoopingCall(self.ctx.check_expiry)
         self._expiry.clock = reactor
+        self.proxy_id = "prx_" + secrets.token_hex(8)
+        self.started_at = reactor.seconds()
+        self.last_full_sync: float | None = None
+        self._heartbeat = LoopingCall(self._beat)
+        self._heartbeat.clock = reactor
 
     def _report_readiness(self, readiness: Readiness, service_ids: list[str]) -> None:
         # Gathered and handed to the writer once per reactor turn, in chunks: a probe result
@@ -191,15 +199,40 @@ class ProxyService(service.Service):
     # -- sync callbacks (reactor thread)
     def _load_snapshot(self, snap: Snapshot) -> None:
         self.ctx.table.load_snapshot(snap)
+        self.last_full_sync = self.reactor.seconds()
         self.metrics.resyncs.inc()
         self.metrics.routes.set(len(self.ctx.table))
         log.info("sync: loaded {n} services", n=len(self.ctx.table))
+        if self._heartbeat.running:
+            self.reactor.callLater(0, self._beat)  # after this exchange is marked: see it now
         if not self.ports and self.running and not self.ctx.draining:
             self._start_listeners()
 
     def _apply_events(self, events) -> None:
         self.ctx.table.apply(events)
         self.metrics.routes.set(len(self.ctx.table))
+
+    # -- heartbeat (GET /api/admin/proxies)
+    def heartbeat(self) -> dict:
+        """What this replica tells operators about itself, every ``HEARTBEAT_SECS``."""
+        now = self.reactor.seconds()
+        last = self.ctx.last_exchange
+        return {
+            "proxy_id": self.proxy_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": _VERSION,
+            "routes": len(self.ctx.table),
+            "open_connections": self.ctx.open_connections,
+            "sync_lag_secs": None if last is None else round(max(0.0, now - last), 3),
+            "last_full_sync_at": None if self.last_full_sync is None else int(self.last_full_sync),
+            "started_at": int(self.started_at),
+            "last_seen_at": int(now),
+        }
+
+    def _beat(self) -> None:
+        beat, schema, now = self.heartbeat(), self.schema, self.reactor.seconds()
+        self.writer.submit(lambda pipe: schema.put_heartbeat(pipe, beat, now))
 
     # -- admin
     def health(self) -> tuple[bool, dict]:
@@ -239,6 +272,7 @@ class ProxyService(service.Service):
         self.sync.start()
         self.ctx.prober.start()
         self._expiry.start(EXPIRY_CHECK_SECS, now=False)
+        self._heartbeat.start(HEARTBEAT_SECS, now=False)  # the first beat follows the first sync
         self.ctx.access_log.start()
 
     def _start_listeners(self) -> None:
@@ -312,12 +346,26 @@ class ProxyService(service.Service):
         ctx.pool.close_all()
         if self._expiry.running:
             self._expiry.stop()
+        if self._heartbeat.running:
+            self._heartbeat.stop()
+        schema, proxy_id = self.schema, self.proxy_id
+        self.writer.submit(lambda pipe: schema.drop_heartbeat(pipe, proxy_id))  # before stop()
         ctx.prober.stop()
         if self.admin_port is not None:
             yield self.admin_port.stopListening()
         self.sync.stop(timeout=0)
         self.writer.stop()
         self.ctx.access_log.stop()
+
+
+def _version() -> str:
+    try:
+        return metadata.version("linx")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_VERSION = _version()
 
 
 def make_service(config: ProxyConfig, reactor, *, reuse_port: bool = False) -> ProxyService:

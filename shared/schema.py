@@ -60,6 +60,12 @@ class FeedGap(Exception):
 
 
 # --------------------------------------------------------------------------------- keys
+# A proxy writes its heartbeat every HEARTBEAT_SECS; a stopped one is out of the list once
+# HEARTBEAT_TTL_SECS have passed without one (SPEC section 7: within 30 s).
+HEARTBEAT_SECS = 5
+HEARTBEAT_TTL_SECS = 15
+
+
 class Keys:
     """Key names under one prefix. The prefix is part of every key, stream included."""
 
@@ -71,6 +77,7 @@ class Keys:
         self.services = prefix + "services"
         self.expiry = prefix + "expiry"
         self.feed = prefix + "feed"
+        self.proxies = prefix + "proxies"
 
     def tenant(self, tenant_id: str) -> str:
         return f"{self.prefix}tenant:{tenant_id}"
@@ -95,6 +102,9 @@ class Keys:
 
     def link_used(self, service_id: str) -> str:
         return f"{self.prefix}linkused:{service_id}"
+
+    def proxy(self, proxy_id: str) -> str:
+        return f"{self.prefix}proxy:{proxy_id}"
 
 
 # ------------------------------------------------------------------------ encode/decode
@@ -573,6 +583,27 @@ class Schema:
 
     def links_used(self, client, service_id: str) -> dict[str, int]:
         return {_text(k): int(v) for k, v in client.hgetall(self.keys.link_used(service_id)).items()}
+
+    # -- proxy heartbeats
+    def put_heartbeat(self, client, beat: dict[str, Any], now: float, ttl: int = HEARTBEAT_TTL_SECS) -> None:
+        """A proxy's heartbeat (written by that proxy every ``HEARTBEAT_SECS``): its record
+        expires by itself, and the index says which ids to read."""
+        proxy_id = beat["proxy_id"]
+        client.set(self.keys.proxy(proxy_id), _dumps(beat), ex=ttl)
+        client.zadd(self.keys.proxies, {proxy_id: now})
+
+    def drop_heartbeat(self, client, proxy_id: str) -> None:
+        """A proxy stopping: out of the list at once (its record expires on its own)."""
+        client.zrem(self.keys.proxies, proxy_id)
+
+    def list_heartbeats(self, client, now: float, ttl: int = HEARTBEAT_TTL_SECS) -> list[dict[str, Any]]:
+        """The live proxies' heartbeats, by proxy id; stale index entries are pruned."""
+        client.zremrangebyscore(self.keys.proxies, "-inf", now - ttl)
+        ids = sorted(_text(v) for v in client.zrangebyscore(self.keys.proxies, now - ttl, "+inf"))
+        if not ids:
+            return []
+        raw = client.mget([self.keys.proxy(i) for i in ids])
+        return [json.loads(v) for v in raw if v is not None]
 
     # -- feed: readers
     def snapshot(

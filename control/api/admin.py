@@ -31,6 +31,13 @@ def create_tenant() -> tuple[dict, int]:
     }, 201
 
 
+@bp.get("/proxies")
+def list_proxies() -> dict:
+    """The proxy replicas whose heartbeat is live (a stopped one is gone within its expiry)."""
+    rt = runtime()
+    return {"proxies": rt.store.proxies(rt.clock())}
+
+
 @bp.get("/tenants")
 def list_tenants() -> dict:
     return {"tenants": [t.public() for t in runtime().store.list_tenants()]}

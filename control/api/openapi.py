@@ -151,6 +151,33 @@ def _schemas() -> dict[str, Any]:
             ("tenant_id", "name", "created_at", "key_ids"),
         ),
         "TenantList": _obj({"tenants": {"type": "array", "items": _ref("Tenant")}}, ("tenants",)),
+        "Proxy": _obj(
+            {
+                "proxy_id": _STR,
+                "host": _STR,
+                "version": _STR,
+                "routes": _INT,
+                "open_connections": _INT,
+                "sync_lag_secs": _nullable(
+                    {"type": "number", "description": "seconds since the last Redis exchange"}
+                ),
+                "started_at": _TS,
+                "last_seen_at": _TS,
+                "last_full_sync_at": _nullable(_TS),
+                "pid": _INT,
+            },
+            (
+                "proxy_id",
+                "host",
+                "version",
+                "routes",
+                "open_connections",
+                "sync_lag_secs",
+                "started_at",
+                "last_seen_at",
+            ),
+        ),
+        "ProxyList": _obj({"proxies": {"type": "array", "items": _ref("Proxy")}}, ("proxies",)),
         "ApiKeyCreated": _obj(
             {"key_id": _STR, "api_key": _STR, "created_at": _TS},
             ("key_id", "api_key", "created_at"),
@@ -323,6 +350,9 @@ def _op(
 def _paths() -> dict[str, Any]:
     admin, tenant = "adminToken", "apiKey"
     return {
+        "/api/admin/proxies": {
+            "get": _op("List live proxy replicas (heartbeats)", security=admin, ok=(200, "ProxyList")),
+        },
         "/api/admin/tenants": {
             "post": _op("Create tenant", security=admin, ok=(201, "TenantCreated"), body="TenantCreate"),
             "get": _op("List tenants", security=admin, ok=(200, "TenantList")),

@@ -12,6 +12,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import tomllib
 
 import click
@@ -27,7 +28,7 @@ from control.client import (
     LinxNotReadyError,
 )
 from deploy.redis_process import free_port
-from tests.helpers.procs import ADMIN_TOKEN, ROOT, Api, ControlPlane, Proxy
+from tests.helpers.procs import ADMIN_TOKEN, ROOT, Api, ControlPlane, Proxy, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -170,7 +171,7 @@ def test_console_script(capsys):
         text=True,
         timeout=60,
     )
-    assert module.returncode == 0 and "--keep-waiting" in module.stdout
+    assert module.returncode == 0 and "--fail-fast" in module.stdout
 
 
 # ------------------------------------------------------------------------- tenant commands
@@ -337,16 +338,37 @@ def test_wait_ready_fails_clearly_for_a_refused_port(linx, tenant, proxy):
     sid = linx.json("publish", container["container_id"], "--port", str(port), "--name", "down", key=key)[
         "service_id"
     ]
-    result = linx("wait-ready", sid, "--timeout", "20", key=key, expect=1)
+    wait_for(lambda: linx.json("show", sid, key=key)["status"] == "target_unreachable", 10)
+    # --fail-fast: target_unreachable ends it at once, saying what to check.
+    result = linx("wait-ready", sid, "--timeout", "20", "--fail-fast", key=key, expect=1)
     assert result.stdout == ""
     assert result.stderr.startswith(f"error: service {sid} is target_unreachable: ")
     assert f"port {port} of container {container['container_id']}" in result.stderr
     assert result.stderr.rstrip().endswith("(target_unreachable)")
 
-    # --keep-waiting treats it as a target still starting, until the timeout.
-    waited = linx("wait-ready", sid, "--timeout", "0.5", "--keep-waiting", key=key, expect=1)
+    # by default it is a target still starting: waited for until the timeout (SPEC section 7)
+    waited = linx("wait-ready", sid, "--timeout", "0.5", key=key, expect=1)
     assert "not ready after 0.5s (status target_unreachable)" in waited.stderr
     assert waited.stderr.rstrip().endswith("(timeout)")
+
+
+def test_wait_ready_waits_for_an_app_that_starts_after_publication(linx, tenant, proxy):
+    created, container = tenant
+    key = created["api_key"]
+    port = free_port()
+    sid = linx.json("publish", container["container_id"], "--port", str(port), "--name", "late", key=key)[
+        "service_id"
+    ]
+    wait_for(lambda: linx.json("show", sid, key=key)["status"] == "target_unreachable", 10)
+    server = socket.socket()
+    timer = threading.Timer(1.5, lambda: (server.bind(("127.0.0.1", port)), server.listen()))
+    timer.start()
+    try:
+        result = linx("wait-ready", sid, "--timeout", "20", key=key)
+        assert result.stdout.startswith("ready: ")
+    finally:
+        timer.cancel()
+        server.close()
 
 
 def test_wait_ready_times_out_while_no_proxy_has_probed(linx, tenant):
@@ -485,7 +507,7 @@ def test_client_wait_ready_outcomes(control, tenant, proxy):
         assert client.wait_ready(up["service_id"], 20)["status"] == "ready"
         down = client.publish(container["container_id"], "down", free_port())
         with pytest.raises(LinxNotReadyError) as info:
-            client.wait_ready(down["service_id"], 20)
+            client.wait_ready(down["service_id"], 20, keep_waiting=False)
         assert info.value.code == "target_unreachable"
         assert info.value.service["service_id"] == down["service_id"]
 

@@ -305,3 +305,17 @@ def test_api_relay_is_not_cut_by_a_change_to_the_previous_service():
     assert not tr.disconnecting and not utr.disconnecting
     up.dataReceived(OK)
     assert status_of(tr.value()) == 200 and not tr.disconnecting
+
+
+def test_api_relay_never_carries_the_console_cookie_and_console_is_not_relayed():
+    h = Harness(api_upstream=("127.0.0.5", 8000))
+    proto, tr = h.client()
+    proto.dataReceived(
+        b"GET /api/containers HTTP/1.1\r\nHost: proxy.test\r\nCookie: a=1; linx_console=s3cret; b=2\r\n\r\n"
+    )
+    up, utr = h.upstream()
+    sent = utr.value()
+    assert b"s3cret" not in sent and b"Cookie: a=1; b=2\r\n" in sent
+    proto2, tr2 = h.client()
+    proto2.dataReceived(b"GET /console/ HTTP/1.1\r\nHost: proxy.test\r\nCookie: linx_console=s3cret\r\n\r\n")
+    assert status_of(tr2.value()) == 404 and len(h.reactor.tcpClients) == 1

@@ -306,3 +306,22 @@ def test_lag_shows_when_the_round_runs_late():
             factory.done(True)
         reactor.advance(0.25)
     assert prober.lag() == 0.0  # caught up: the next round is in the future
+
+
+def test_a_refusing_target_is_reprobed_every_second_in_its_first_minute_then_every_interval():
+    ctr = f.container()
+    svc = f.service(ctr)
+    reactor, _, _, reports = setup(ctr, svc)
+    reactor.advance(0.25)
+    reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(TxRefused()))
+    assert [r.status for _, r in reports] == ["target_unreachable"]
+    reactor.advance(1.25)
+    assert len(reactor.tcpClients) == 2  # an app still starting: tried again a second later
+    reactor.tcpClients[-1][2].done(True)
+    assert [r.status for _, r in reports] == ["target_unreachable", "ready"]
+    # past its first minute a refusing target waits for the interval
+    reactor.advance(61)
+    count = len(reactor.tcpClients)
+    reactor.tcpClients[-1][2].clientConnectionFailed(None, Failure(TxRefused()))
+    reactor.advance(1.25)
+    assert len(reactor.tcpClients) == count

@@ -117,3 +117,37 @@ def test_expired_service_is_removed_after_retention_without_api_traffic(stack, p
         assert listed.json()["services"] == []
     finally:
         control.stop()
+
+
+def test_every_proxy_keeps_a_heartbeat_and_leaves_the_list_when_it_stops(stack, publish):
+    publish()
+    extra = stack.new_proxy().wait_ready()
+    try:
+
+        def listed():
+            proxies = stack.api.call("GET", "/api/admin/proxies", expect=200).json()["proxies"]
+            # a beat follows each full sync, then one every HEARTBEAT_SECS with the route count
+            return proxies if len(proxies) >= 2 and all(p["routes"] for p in proxies) else None
+
+        proxies = wait_for(listed, 15, interval=0.1, what="two heartbeats")
+        for p in proxies:
+            assert set(p) >= {"proxy_id", "host", "version", "routes", "open_connections"}
+            assert p["routes"] >= 1 and p["sync_lag_secs"] is not None and p["sync_lag_secs"] < 5
+            assert p["started_at"] <= p["last_seen_at"] <= time.time() + 1
+        before = {p["proxy_id"] for p in proxies}
+    finally:
+        assert extra.stop() == 0
+    after = wait_for(
+        lambda: (
+            ids
+            if len(
+                ids := {p["proxy_id"] for p in stack.api.call("GET", "/api/admin/proxies").json()["proxies"]}
+            )
+            < len(before)
+            else None
+        ),
+        5,
+        interval=0.1,
+        what="the stopped proxy leaves the list",
+    )
+    assert after < before
