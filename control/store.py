@@ -25,7 +25,7 @@ from control.errors import ApiError, not_found
 from control.validation import ContainerCreate, ServiceCreate, ShareLinkCreate, valid_id
 from shared import ids
 from shared.records import ApiKey, Container, Service, ShareLink, Tenant
-from shared.schema import Readiness, Schema
+from shared.schema import HEARTBEAT_FIELDS, Readiness, Schema
 from shared.tokens import SigningKey, api_key_digest
 
 log = logging.getLogger(__name__)
@@ -74,20 +74,6 @@ def service_status(
         if readiness.status in ("ready", "target_unreachable"):
             return readiness.status
     return "pending"
-
-
-PROXY_FIELDS = (
-    "proxy_id",
-    "host",
-    "version",
-    "routes",
-    "open_connections",
-    "sync_lag_secs",
-    "started_at",
-    "last_seen_at",
-    "last_full_sync_at",
-    "pid",
-)
 
 
 def strip_prefix_needs_path_routing() -> ApiError:
@@ -556,7 +542,8 @@ class Store:
     def proxies(self, now: float) -> list[dict[str, Any]]:
         """Live proxy heartbeats, in the documented field order."""
         return [
-            {k: beat.get(k) for k in PROXY_FIELDS} for beat in self.schema.list_heartbeats(self.client, now)
+            {k: beat.get(k) for k in HEARTBEAT_FIELDS}
+            for beat in self.schema.list_heartbeats(self.client, now)
         ]
 
     def sweep_expired(self, now: float | None = None) -> list[str]:

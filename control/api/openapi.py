@@ -23,6 +23,7 @@ from shared.records import (
     ROUTING_MODES,
     STATUSES,
 )
+from shared.schema import HEARTBEAT_FIELDS
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
@@ -166,16 +167,7 @@ def _schemas() -> dict[str, Any]:
                 "last_full_sync_at": _nullable(_TS),
                 "pid": _INT,
             },
-            (
-                "proxy_id",
-                "host",
-                "version",
-                "routes",
-                "open_connections",
-                "sync_lag_secs",
-                "started_at",
-                "last_seen_at",
-            ),
+            HEARTBEAT_FIELDS[:8],
         ),
         "ProxyList": _obj({"proxies": {"type": "array", "items": _ref("Proxy")}}, ("proxies",)),
         "ApiKeyCreated": _obj(
