@@ -24,7 +24,7 @@ def create_app(
     and ``redis_client`` are seams for tests; by default the real time and a client built by
     ``shared.redis_conn.make_client``. No connection is opened until the first request.
     """
-    from control import errors, hooks, logs
+    from control import console, errors, hooks, logs
     from control.api import EXTENSION, Runtime, admin, containers, openapi, services
     from control.store import Store
     from control.sweeper import ExpirySweeper
@@ -58,7 +58,7 @@ def create_app(
     logs.register(app)  # first hook: the request id exists for every later one
     app.before_request(hooks.refuse_large_bodies)
     app.before_request(hooks.make_sweeper(runtime))
-    for module in (admin, containers, services, openapi):
+    for module in (admin, containers, services, openapi, console):
         app.register_blueprint(module.bp)
     sweeper.ensure_running()  # removal after retention needs no API traffic (SPEC section 7)
     return app

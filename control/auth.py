@@ -15,6 +15,9 @@ from control.errors import ApiError
 
 # Longer than any key Linx issues or any sensible admin token; bounds hashing work per request.
 MAX_CREDENTIAL_LENGTH = 1024
+# The WSGI environ key by which the console (control.console) runs an API view as its signed-in
+# tenant or operator. No client can set it: request headers arrive only as HTTP_* keys.
+CONSOLE_IDENTITY = "linx.console_identity"
 
 
 def _unauthorized(message: str) -> ApiError:
@@ -41,6 +44,11 @@ def _is_admin(credential: str) -> bool:
 
 def require_admin() -> None:
     """``before_request`` of the admin blueprint."""
+    identity = request.environ.get(CONSOLE_IDENTITY)
+    if identity is not None:
+        if identity[0] == "admin":
+            return
+        raise ApiError(403, "forbidden", "a tenant API key cannot use the admin API")
     credential = bearer_token()
     if credential is None:
         raise _unauthorized("missing bearer token")
@@ -53,6 +61,12 @@ def require_admin() -> None:
 
 def require_tenant() -> None:
     """``before_request`` of the tenant blueprints: sets ``g.tenant_id``."""
+    identity = request.environ.get(CONSOLE_IDENTITY)
+    if identity is not None:
+        if identity[0] == "tenant":
+            g.tenant_id = identity[1]
+            return
+        raise ApiError(403, "forbidden", "the admin token cannot be used on tenant routes")
     credential = bearer_token()
     if credential is None:
         raise _unauthorized("missing bearer token")

@@ -119,6 +119,9 @@ class Keys:
     def proxy(self, proxy_id: str) -> str:
         return f"{self.prefix}proxy:{proxy_id}"
 
+    def console_session(self, digest: str) -> str:
+        return f"{self.prefix}console:{digest}"
+
 
 # ------------------------------------------------------------------------ encode/decode
 def _b64(data: bytes) -> str:
@@ -596,6 +599,20 @@ class Schema:
 
     def links_used(self, client, service_id: str) -> dict[str, int]:
         return {_text(k): int(v) for k, v in client.hgetall(self.keys.link_used(service_id)).items()}
+
+    # -- console sessions (stored under the SHA-256 of their id: a Redis reader gets no cookie)
+    def put_console_session(self, client, digest: str, session: dict[str, Any], ttl: int) -> None:
+        client.set(self.keys.console_session(digest), _dumps(session), ex=ttl)
+
+    def get_console_session(self, client, digest: str) -> dict[str, Any] | None:
+        raw = client.get(self.keys.console_session(digest))
+        return json.loads(raw) if raw is not None else None
+
+    def touch_console_session(self, client, digest: str, ttl: int) -> None:
+        client.expire(self.keys.console_session(digest), ttl)
+
+    def delete_console_session(self, client, digest: str) -> None:
+        client.delete(self.keys.console_session(digest))
 
     # -- proxy heartbeats
     def put_heartbeat(self, client, beat: dict[str, Any], now: float, ttl: int = HEARTBEAT_TTL_SECS) -> None:
