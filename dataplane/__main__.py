@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> None:
 
             print("usage: linx-proxy [--workers N] [--<variable> VALUE ...]\n")
             for opt in OPTIONS:
-                print(f"  --{opt.env.lower().replace('_', '-'):36} {opt.help}")
+                default = f" (default: {opt.default})" if opt.default is not None else ""
+                print(f"  --{opt.env.lower().replace('_', '-'):36} {opt.help}{default}")
             return
         if arg == "--workers" or arg.startswith("--workers="):
             value = arg.partition("=")[2] or (args.pop(0) if args else "")

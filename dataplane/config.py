@@ -38,35 +38,47 @@ class Option:
 
     env: str
     help: str
+    default: str | None = None  # as the variable would spell it; None: unset
 
 
+_NETWORKS_TEXT = ",".join(DEFAULT_ALLOWED_NETWORKS)
 OPTIONS: tuple[Option, ...] = (
-    Option("REDIS_URL", "Redis to use (redis://, rediss://, unix://)"),
+    Option("REDIS_URL", "Redis to use (redis://, rediss://, unix://)", "redis://127.0.0.1:6379/0"),
     Option("LINX_REDIS_SENTINELS", "Sentinel endpoints host:port,..."),
     Option("LINX_REDIS_SENTINEL_MASTER", "Sentinel master name"),
     Option("LINX_REDIS_CLUSTER", "1: REDIS_URL is a Redis Cluster seed node"),
-    Option("LINX_KEY_PREFIX", "prefix of every Redis key and stream"),
-    Option("LINX_PROXY_LISTEN", "plain HTTP listener host:port"),
+    Option("LINX_KEY_PREFIX", "prefix of every Redis key and stream", "linx:"),
+    Option("LINX_PROXY_LISTEN", "plain HTTP listener host:port", "0.0.0.0:8080"),
     Option("LINX_PROXY_TLS_LISTEN", "TLS listener host:port"),
     Option("LINX_TLS_CERT", "PEM certificate chain for the TLS listener"),
     Option("LINX_TLS_KEY", "PEM private key for the TLS listener"),
-    Option("LINX_PROXY_ADMIN_LISTEN", "/healthz, /readyz and /metrics listener host:port"),
-    Option("LINX_ALLOWED_TARGET_NETWORKS", "CIDRs the proxy may connect to"),
-    Option("LINX_MAX_STALENESS_SECS", "sync age after which token services answer 503"),
+    Option("LINX_PROXY_ADMIN_LISTEN", "/healthz, /readyz and /metrics listener host:port", "127.0.0.1:9090"),
+    Option("LINX_ALLOWED_TARGET_NETWORKS", "CIDRs the proxy may connect to", _NETWORKS_TEXT),
+    Option("LINX_MAX_STALENESS_SECS", "sync age after which token services answer 503", "60"),
     Option("LINX_TRUSTED_PROXIES", "CIDRs of front proxies whose X-Forwarded-* are kept"),
-    Option("LINX_HEAD_TIMEOUT_SECS", "absolute time to receive a request head"),
-    Option("LINX_IDLE_TIMEOUT_SECS", "idle keep-alive timeout"),
-    Option("LINX_CONNECT_TIMEOUT_SECS", "container connect timeout (then 503)"),
-    Option("LINX_RESPONSE_TIMEOUT_SECS", "container response-head timeout (then 504)"),
-    Option("LINX_MAX_HEAD_BYTES", "request head size limit (431)"),
-    Option("LINX_MAX_HEADERS", "request header count limit (431)"),
-    Option("LINX_MAX_CONNECTIONS", "open client connections limit"),
-    Option("LINX_PROBE_INTERVAL_SECS", "readiness re-probe interval"),
-    Option("LINX_DRAIN_SECS", "on SIGTERM, how long in-flight requests may finish"),
+    Option("LINX_HEAD_TIMEOUT_SECS", "absolute time to receive a request head", "10"),
+    Option("LINX_IDLE_TIMEOUT_SECS", "idle keep-alive timeout", "75"),
+    Option("LINX_CONNECT_TIMEOUT_SECS", "container connect timeout (then 503)", "5"),
+    Option("LINX_RESPONSE_TIMEOUT_SECS", "container response-head timeout (then 504)", "300"),
+    Option("LINX_MAX_HEAD_BYTES", "request head size limit (431)", "32768"),
+    Option("LINX_MAX_HEADERS", "request header count limit (431)", "100"),
+    Option("LINX_MAX_CONNECTIONS", "open client connections limit", "10000"),
+    Option("LINX_PROBE_INTERVAL_SECS", "readiness re-probe interval", "10"),
+    Option("LINX_DRAIN_SECS", "on SIGTERM, how long in-flight requests may finish", "30"),
     Option("LINX_SERVICE_DOMAIN", "domain under which host-routed services live"),
-    Option("LINX_ACCESS_LOG", "JSON access log: - (stdout), off, or a file path"),
+    Option("LINX_ACCESS_LOG", "JSON access log: - (stdout), off, or a file path", "-"),
     Option("LINX_PROXY_API_UPSTREAM", "relay /api/ to the control plane at host:port (one origin for both)"),
 )
+# Defaults, declared once above: parsing and --help both read them from there.
+_D: dict[str, str | None] = {o.env: o.default for o in OPTIONS}
+
+
+def _float(environ: Mapping[str, str], env: str, minimum: float) -> float:
+    return env_float(environ, env, float(_D[env]), minimum=minimum)  # type: ignore[arg-type]
+
+
+def _int(environ: Mapping[str, str], env: str, minimum: int) -> int:
+    return env_int(environ, env, int(_D[env]), minimum=minimum)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -112,25 +124,25 @@ class ProxyConfig:
                 raise ConfigError("LINX_SERVICE_DOMAIN", f"not a domain name: {domain!r}")
         return cls(
             redis=RedisSettings.from_env(environ),
-            listen=env_hostport(environ, "LINX_PROXY_LISTEN", "0.0.0.0:8080"),
+            listen=env_hostport(environ, "LINX_PROXY_LISTEN", _D["LINX_PROXY_LISTEN"]),
             tls_listen=tls_listen,
             tls_cert=tls_cert,
             tls_key=tls_key,
-            admin_listen=env_hostport(environ, "LINX_PROXY_ADMIN_LISTEN", "127.0.0.1:9090"),
+            admin_listen=env_hostport(environ, "LINX_PROXY_ADMIN_LISTEN", _D["LINX_PROXY_ADMIN_LISTEN"]),
             allowed_networks=env_cidrs(environ, "LINX_ALLOWED_TARGET_NETWORKS", DEFAULT_ALLOWED_NETWORKS),
-            max_staleness=env_float(environ, "LINX_MAX_STALENESS_SECS", 60.0, minimum=0.1),
+            max_staleness=_float(environ, "LINX_MAX_STALENESS_SECS", 0.1),
             trusted_proxies=env_cidrs(environ, "LINX_TRUSTED_PROXIES", ()),
-            head_timeout=env_float(environ, "LINX_HEAD_TIMEOUT_SECS", 10.0, minimum=0.01),
-            idle_timeout=env_float(environ, "LINX_IDLE_TIMEOUT_SECS", 75.0, minimum=0.01),
-            connect_timeout=env_float(environ, "LINX_CONNECT_TIMEOUT_SECS", 5.0, minimum=0.01),
-            response_timeout=env_float(environ, "LINX_RESPONSE_TIMEOUT_SECS", 300.0, minimum=0.01),
-            max_head_bytes=env_int(environ, "LINX_MAX_HEAD_BYTES", 32768, minimum=256),
-            max_headers=env_int(environ, "LINX_MAX_HEADERS", 100, minimum=1),
-            max_connections=env_int(environ, "LINX_MAX_CONNECTIONS", 10000, minimum=1),
-            probe_interval=env_float(environ, "LINX_PROBE_INTERVAL_SECS", 10.0, minimum=0.05),
-            drain_secs=env_float(environ, "LINX_DRAIN_SECS", 30.0, minimum=0.0),
+            head_timeout=_float(environ, "LINX_HEAD_TIMEOUT_SECS", 0.01),
+            idle_timeout=_float(environ, "LINX_IDLE_TIMEOUT_SECS", 0.01),
+            connect_timeout=_float(environ, "LINX_CONNECT_TIMEOUT_SECS", 0.01),
+            response_timeout=_float(environ, "LINX_RESPONSE_TIMEOUT_SECS", 0.01),
+            max_head_bytes=_int(environ, "LINX_MAX_HEAD_BYTES", 256),
+            max_headers=_int(environ, "LINX_MAX_HEADERS", 1),
+            max_connections=_int(environ, "LINX_MAX_CONNECTIONS", 1),
+            probe_interval=_float(environ, "LINX_PROBE_INTERVAL_SECS", 0.05),
+            drain_secs=_float(environ, "LINX_DRAIN_SECS", 0.0),
             service_domain=domain,
-            access_log=env_str(environ, "LINX_ACCESS_LOG", "-") or "-",
+            access_log=env_str(environ, "LINX_ACCESS_LOG", _D["LINX_ACCESS_LOG"]) or _D["LINX_ACCESS_LOG"],
             api_upstream=api_upstream,
         )
 

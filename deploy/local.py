@@ -11,7 +11,9 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -52,12 +54,36 @@ def _api(base: str, method: str, path: str, token: str, body: dict | None = None
         return json.loads(resp.read() or b"{}")
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _linx_command() -> str:
+    """How to reach the ``linx`` command from this environment."""
+    here = Path(sys.executable).parent / "linx"
+    on_path = shutil.which("linx")
+    if on_path and Path(on_path).resolve() == here.resolve():
+        return "linx"
+    return str(here) if here.exists() else "linx"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="linx-local", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="linx-local",
+        description="Run the whole Linx stack on this machine: Redis (embedded when REDIS_URL is "
+        "unset), the control plane under gunicorn, the proxy, and a demo container it publishes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address every listener binds to")
-    parser.add_argument("--control-port", type=int, default=8000)
-    parser.add_argument("--proxy-port", type=int, default=8080)
-    parser.add_argument("--admin-port", type=int, default=9090)
+    parser.add_argument("--control-port", type=int, default=8000, help="control plane API and console port")
+    parser.add_argument("--proxy-port", type=int, default=8080, help="proxy port (public URLs)")
+    parser.add_argument("--admin-port", type=int, default=9090, help="proxy /healthz, /readyz, /metrics port")
     parser.add_argument(
         "--data-dir",
         default=str(ROOT / ".linx-local"),
@@ -65,6 +91,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--no-demo", action="store_true", help="do not start the demo container")
     args = parser.parse_args(argv)
+    for flag, port in (
+        ("--control-port", args.control_port),
+        ("--proxy-port", args.proxy_port),
+        ("--admin-port", args.admin_port),
+    ):
+        if not _port_free(args.host, port):
+            raise SystemExit(
+                f"linx-local: port {port} on {args.host} is already in use; "
+                f"choose another with {flag} (or stop what listens there)"
+            )
 
     # The first Ctrl-C or SIGTERM stops everything; a second one (a supervisor and a terminal
     # both signalling) must not cut that clean-up short and leave Redis running.
@@ -137,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         _wait(control + "/api/openapi.json", "the control plane", procs)
         _wait(f"http://{args.host}:{args.admin_port}/readyz", "the proxy", procs)
         print(f"control API  {control}   (admin token: {admin_token})")
+        print(f"console      {control}/console/   (sign in with the admin token or a tenant key)")
         print(f"proxy        {proxy_base}   (health: http://{args.host}:{args.admin_port}/readyz)")
         if not args.no_demo:
             demo_port = free_port()
@@ -176,11 +213,15 @@ def main(argv: list[str] | None = None) -> None:
             print("A demo container is published. Open it in a browser or with curl:")
             print(f"  {svc['public_url']}")
             print()
-            print("Publish your own port (a service listening on 127.0.0.1:PORT) with the linx CLI:")
+            linx = _linx_command()
+            print("Publish your own port (a service listening on 127.0.0.1:PORT) with the linx CLI")
+            if linx != "linx":
+                print(f"(at {linx}, or activate the virtualenv: . {Path(linx).parent}/activate):")
             print(f"  export LINX_API_URL={control} LINX_API_KEY={tenant['api_key']}")
-            print(f"  linx publish {ctr['container_id']} --port PORT --name mine  # its id and public_url")
-            print("  linx wait-ready SERVICE_ID  # blocks until a proxy reaches the port")
-            print(f"  linx list {ctr['container_id']}  # linx --help lists every command")
+            print(f"  export LINX_ADMIN_TOKEN={admin_token}  # for linx admin ...")
+            print(f"  {linx} publish {ctr['container_id']} --port PORT --name mine  # its id and public_url")
+            print(f"  {linx} wait-ready SERVICE_ID  # blocks until a proxy reaches the port")
+            print(f"  {linx} list {ctr['container_id']}  # {linx} --help lists every command")
         print("\nCtrl-C stops everything.", flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)

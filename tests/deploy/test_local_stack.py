@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import requests
@@ -66,6 +68,10 @@ def test_linx_local_serves_the_demo_and_stops_everything_on_a_repeated_signal(tm
             what="the demo's public URL",
         )
         assert url.startswith(f"http://127.0.0.1:{ports[1]}/linx/")
+        out = log.read_text()
+        token = re.search(r"admin token: (\S+)\)", out).group(1)
+        assert f"export LINX_ADMIN_TOKEN={token}" in out
+        assert f"http://127.0.0.1:{ports[0]}/console/" in out
         page = requests.get(url, timeout=5)
         assert page.status_code == 200 and "linx_" in page.headers.get("Set-Cookie", "")
         children |= _descendants(proc.pid)
@@ -83,3 +89,19 @@ def test_linx_local_serves_the_demo_and_stops_everything_on_a_repeated_signal(tm
         for pid in children | _descendants(proc.pid):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_linx_local_names_a_port_in_use_and_its_flag_at_once(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, "-m", "deploy.local", "--data-dir", str(tmp_path), "--proxy-port", str(port)],
+            cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert result.returncode == 1 and time.monotonic() - started < 10
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "--proxy-port" in result.stderr
+    assert not (tmp_path / "appendonly.aof").exists()  # nothing was started
