@@ -19,7 +19,7 @@ from dataplane.config import ProxyConfig
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober
 from dataplane.relay import REVOKED_IDLE_GRACE, ProxyFactory
-from dataplane.service import ProxyContext
+from dataplane.context import ProxyContext
 from shared import schema
 from tests.dataplane import factories as f
 

@@ -1,0 +1,125 @@
+"""What every client connection shares: config, reactor, route table, upstream pool, metrics,
+and which connections depend on which service (to act on revocation). No globals: the
+service builds one ``ProxyContext`` and hands it to the factories and protocols."""
+
+from __future__ import annotations
+
+from dataplane import access
+from dataplane.access_log import AccessLog
+from dataplane.config import ProxyConfig
+from dataplane.metrics import Metrics
+from dataplane.probe import Prober, RedisWriter
+from dataplane.routes import Route, RouteTable, control_plane_route
+from dataplane.upstream import UpstreamPool
+from shared.schema import Schema
+
+
+class ConnectionRegistry:
+    """Which open client connections rely on which service, to close them on revocation.
+
+    A connection is registered under the service of its last granted request (WebSockets and
+    streams included) and re-checked whenever that service's route changes or expires.
+    """
+
+    def __init__(self) -> None:
+        self.by_service: dict[str, set] = {}
+        self.service_of: dict[object, str] = {}
+
+    def register(self, conn, service_id: str) -> None:
+        old = self.service_of.get(conn)
+        if old == service_id:
+            return
+        if old is not None:
+            self._discard(conn, old)
+        self.service_of[conn] = service_id
+        self.by_service.setdefault(service_id, set()).add(conn)
+
+    def unregister(self, conn) -> None:
+        old = self.service_of.pop(conn, None)
+        if old is not None:
+            self._discard(conn, old)
+
+    def _discard(self, conn, service_id: str) -> None:
+        conns = self.by_service.get(service_id)
+        if conns is not None:
+            conns.discard(conn)
+            if not conns:
+                del self.by_service[service_id]
+
+    def revalidate(self, service_ids: set[str], table: RouteTable, now: float) -> int:
+        """Tell every connection that the current routes no longer allow (or whose container
+        moved) what it now gets; each decides how to end (see ``ClientConnection.revoke``).
+        Returns how many were told."""
+        told = 0
+        for sid in service_ids:
+            route = table.get(sid)
+            for conn in list(self.by_service.get(sid, ())):
+                denial = access.revocation(conn.route, conn.kid, route, now)
+                if denial is None and not access.moved(conn.route, route):
+                    continue
+                self.unregister(conn)
+                conn.revoke(denial)
+                told += 1
+        return told
+
+
+class LinkUsage:
+    """When share links were last used, written at most once a minute per link.
+
+    The request path only compares two numbers; the write happens on the writer thread.
+    """
+
+    INTERVAL = 60.0
+
+    def __init__(self, schema: Schema, writer: RedisWriter, reactor) -> None:
+        self.schema = schema
+        self.writer = writer
+        self.reactor = reactor
+        self.written: dict[tuple[str, str], float] = {}
+
+    def used(self, route: Route, kid: str | None, now: float) -> None:
+        link_id = route.link_of_kid.get(kid) if kid is not None else None
+        if link_id is None:
+            return
+        key = (route.service_id, link_id)
+        if now - self.written.get(key, float("-inf")) < self.INTERVAL:
+            return
+        self.written[key] = now
+        sid, schema, stamp = route.service_id, self.schema, int(now)
+        self.writer.submit(lambda client: schema.mark_links_used(client, sid, {link_id: stamp}))
+
+
+class ProxyContext:
+    """What every connection needs, handed to factories and protocols (no globals)."""
+
+    def __init__(self, config: ProxyConfig, reactor, metrics: Metrics) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.metrics = metrics
+        self.registry = ConnectionRegistry()
+        self.table = RouteTable(config.allowed_networks, self._routes_changed)
+        self.pool = UpstreamPool(reactor, config.connect_timeout)
+        self.host_suffix = (b"." + config.service_domain.encode()) if config.service_domain else None
+        self.api_route = control_plane_route(config.api_upstream) if config.api_upstream else None
+        self.open_connections = 0
+        self.live_connections: set = set()
+        self.draining = False
+        self.last_exchange: float | None = None
+        self.prober: Prober | None = None
+        self.links: LinkUsage | None = None
+        self.access_log = AccessLog(reactor, None)
+
+    def sync_fresh(self) -> bool:
+        last = self.last_exchange
+        return last is not None and self.reactor.seconds() - last < self.config.max_staleness
+
+    def mark_exchange(self) -> None:
+        self.last_exchange = self.reactor.seconds()
+
+    def _routes_changed(self, service_ids: set[str]) -> None:
+        self.registry.revalidate(service_ids, self.table, self.reactor.seconds())
+        if self.prober is not None:
+            self.prober.routes_changed(service_ids)
+
+    def check_expiry(self) -> None:
+        self.table.pop_expired(self.reactor.seconds())

@@ -1,0 +1,353 @@
+"""Connections to containers: one exchange at a time each, pooled per target with keep-alive.
+
+An ``UpstreamConnection`` parses the container's response head (strictly: ``http_head``),
+frames its body and hands both to the client side through the small ``UpstreamClient``
+protocol below, so this module never imports the client's (``relay``). Back-pressure: each
+transport is registered as the other's producer through a ``ReadPauser``.
+
+Everything here runs on the reactor thread; time comes from the reactor passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from twisted.internet import protocol
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from dataplane import forwarding
+from dataplane.fastio import direct_socket, send
+from dataplane.http_head import (
+    HEAD_END,
+    ChunkedDecoder,
+    Framing,
+    HeadError,
+    ResponseHead,
+    parse_response_head,
+)
+
+MAX_RESPONSE_HEAD = 65536
+# Read size and back-pressure threshold per transport: larger than Twisted's 64 KiB default,
+# so bulk transfers take fewer reactor turns; still bounded, so a slow peer costs little memory.
+BUFFER_SIZE = 256 * 1024
+
+
+class UpstreamClient(Protocol):
+    """What an upstream connection needs of the client exchange it serves (``relay``)."""
+
+    transport: object
+    sock: object
+    reads: ReadPauser | None
+    resp_bytes: int
+    corked: bool
+
+    def write(self, data: bytes) -> None: ...
+    def flush(self) -> None: ...
+    def upstream_ready(self, up: UpstreamConnection) -> None: ...
+    def upstream_failed(self, reason) -> None: ...
+    def upstream_lost(self, before_response: bool, reused: bool) -> None: ...
+    def upstream_bad_response(self, exc: HeadError) -> None: ...
+    def upstream_timeout(self) -> None: ...
+    def response_head(self, resp: ResponseHead, upstream: UpstreamConnection) -> bool: ...
+    def informational(self, data: bytes) -> None: ...
+    def response_body(self, pieces: list[bytes]) -> None: ...
+    def response_done(self, upstream_reusable: bool) -> None: ...
+
+
+@implementer(IPushProducer)
+class ReadPauser:
+    """One side's reads, registered as the producer of the other side's writes.
+
+    Registering a raw transport would also hand it ``stopProducing``: when one connection is
+    lost, Twisted calls its producer's ``stopProducing``, which on a transport is
+    ``loseConnection``, so the container hanging up would silently close the client (before
+    its 502, or during the retry on a new connection). Which side ends what is the protocols'
+    decision, so here stopping does nothing.
+    """
+
+    __slots__ = ("transport",)
+
+    def __init__(self, transport) -> None:
+        self.transport = transport
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class UpstreamConnection(protocol.Protocol):
+    """A connection to a container. Lent to one client exchange at a time by the pool."""
+
+    def __init__(self, pool: UpstreamPool, target: tuple[str, int]) -> None:
+        self.pool = pool
+        self.target = target
+        self.client: UpstreamClient | None = None
+        self.buf = b""
+        self.resp: ResponseHead | None = None
+        self.method = b"GET"
+        self.framing = Framing.NONE
+        self.remaining = 0
+        self.decoder: ChunkedDecoder | None = None
+        self.timer = None
+        self.idle_timer = None
+        self.connected = False
+        self.uses = 0
+        self.tunnel = False
+        self.sock = None
+        self.reads: ReadPauser | None = None
+
+    def connectionMade(self) -> None:
+        self.connected = True
+        self.reads = ReadPauser(self.transport)
+        self.sock = direct_socket(self.transport)
+        if self.sock is not None:
+            self.transport.bufferSize = BUFFER_SIZE
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        client = self.client
+        if client is not None:
+            client.upstream_ready(self)
+
+    def expect_response(self, method: bytes, timeout: float) -> None:
+        self.uses += 1
+        self.method = method
+        self.resp = None
+        self.buf = b""
+        self.timer = self.pool.reactor.callLater(timeout, self._timeout)
+
+    def _timeout(self) -> None:
+        self.timer = None
+        client = self.client
+        if client is not None and self.resp is None:
+            client.upstream_timeout()
+
+    def _cancel(self) -> None:
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
+
+    def dataReceived(self, data: bytes) -> None:
+        client = self.client
+        if self.tunnel:
+            send(client.transport, client.sock, data)
+            return
+        if client is None:
+            self.transport.abortConnection()  # bytes on an idle connection: not trustworthy
+            return
+        client.resp_bytes += len(data)
+        # Cork the client while this read is processed: a small response's head and body
+        # (and a chunked body's pieces) leave in one send.
+        client.corked = True
+        try:
+            if self.resp is None:
+                self._head_data(data)
+            else:
+                self._body_data(data)
+        finally:
+            client.corked = False
+            client.flush()
+
+    def _head_data(self, data: bytes) -> None:
+        client = self.client
+        buf = self.buf + data
+        while True:
+            end = buf.find(HEAD_END)
+            if end < 0 and len(buf) <= MAX_RESPONSE_HEAD:
+                self.buf = buf
+                return
+            try:
+                if end < 0 or end + 4 > MAX_RESPONSE_HEAD:
+                    raise HeadError(
+                        502, "bad_upstream_response", "the container's response head is too large"
+                    )
+                resp = parse_response_head(buf[: end + 4], self.method)
+            except HeadError as exc:
+                self._cancel()
+                client.upstream_bad_response(exc)
+                return
+            rest = buf[end + 4 :]
+            if 100 <= resp.status < 200 and resp.status != 101:
+                client.informational(forwarding.informational_head(resp))
+                buf = rest
+                continue
+            break
+        self._cancel()
+        self.buf = b""
+        self.resp = resp
+        if not client.response_head(resp, self):
+            return
+        if resp.status == 101:
+            self.tunnel = True
+            if rest:
+                client.write(rest)
+            return
+        self.framing = resp.framing
+        if self.framing == Framing.LENGTH:
+            self.remaining = resp.content_length
+        elif self.framing == Framing.CHUNKED:
+            self.decoder = ChunkedDecoder(502)
+        if self.framing == Framing.NONE or (self.framing == Framing.LENGTH and self.remaining == 0):
+            self._done(rest)
+        elif rest:
+            self._body_data(rest)
+
+    def _body_data(self, data: bytes) -> None:
+        client = self.client
+        framing = self.framing
+        if framing == Framing.LENGTH:
+            remaining = self.remaining
+            if len(data) < remaining:
+                self.remaining = remaining - len(data)
+                client.response_body([data])
+                return
+            piece, rest = data[:remaining], data[remaining:]
+            self.remaining = 0
+            if piece:
+                client.response_body([piece])
+            self._done(rest)
+        elif framing == Framing.CHUNKED:
+            try:
+                pieces, rest = self.decoder.feed(data)
+            except HeadError:
+                client.upstream_lost(before_response=False, reused=False)
+                self.transport.abortConnection()
+                return
+            if pieces:
+                client.response_body(pieces)
+            if rest is not None:
+                self._done(rest)
+        elif framing == Framing.CLOSE:
+            client.response_body([data])
+
+    def _done(self, rest: bytes) -> None:
+        reusable = self.resp.keep_alive and not rest and self.framing != Framing.CLOSE
+        client = self.client
+        self.resp = None
+        self.decoder = None
+        client.response_done(reusable)
+
+    def release(self, reusable: bool) -> None:
+        """The exchange is over: back to the pool, or closed."""
+        self._cancel()
+        self.client = None
+        self.resp = None
+        if reusable and self.connected and not self.tunnel:
+            # The client's back-pressure may have paused our reads at the very end of the
+            # response; an idle pooled connection must read (to see a close, or its next answer).
+            self.transport.resumeProducing()
+            self.pool.put_idle(self)
+        else:
+            self.connected = False
+            self.transport.loseConnection()
+
+    def client_gone(self) -> None:
+        """The client disconnected mid-exchange: the container's answer has nowhere to go."""
+        self._cancel()
+        self.client = None
+        self.connected = False
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        self._cancel()
+        was_connected = self.connected
+        self.connected = False
+        self.pool.forget(self)
+        client = self.client
+        self.client = None
+        if client is None:
+            return
+        if self.tunnel:
+            client.upstream_lost(before_response=False, reused=False)
+        elif self.resp is None:
+            client.upstream_lost(before_response=True, reused=self.uses > 1 and was_connected)
+        elif self.framing == Framing.CLOSE:
+            self.resp = None
+            client.response_done(False)
+        else:
+            client.upstream_lost(before_response=False, reused=False)
+
+
+class _UpstreamFactory(protocol.ClientFactory):
+    noisy = False
+
+    def __init__(self, pool: UpstreamPool, target: tuple[str, int], client: UpstreamClient):
+        self.pool = pool
+        self.target = target
+        self.client = client
+
+    def buildProtocol(self, addr):
+        up = UpstreamConnection(self.pool, self.target)
+        up.client = self.client
+        up.factory = self
+        return up
+
+    def clientConnectionFailed(self, connector, reason) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            client.upstream_failed(reason)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per target, reused most-recent first."""
+
+    def __init__(
+        self, reactor, connect_timeout: float, idle_timeout: float = 30.0, max_idle_per_target: int = 64
+    ) -> None:
+        self.reactor = reactor
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.max_idle_per_target = max_idle_per_target
+        self.idle: dict[tuple[str, int], list[UpstreamConnection]] = {}
+
+    def acquire(self, target: tuple[str, int], client: UpstreamClient, fresh: bool = False) -> None:
+        if not fresh:
+            conns = self.idle.get(target)
+            while conns:
+                up = conns.pop()
+                if up.idle_timer is not None and up.idle_timer.active():
+                    up.idle_timer.cancel()
+                up.idle_timer = None
+                if up.connected:
+                    up.client = client
+                    client.upstream_ready(up)
+                    return
+        self.reactor.connectTCP(
+            target[0], target[1], _UpstreamFactory(self, target, client), timeout=self.connect_timeout
+        )
+
+    def put_idle(self, up: UpstreamConnection) -> None:
+        conns = self.idle.setdefault(up.target, [])
+        if len(conns) >= self.max_idle_per_target:
+            up.connected = False
+            up.transport.loseConnection()
+            return
+        conns.append(up)
+        up.idle_timer = self.reactor.callLater(self.idle_timeout, self._expire, up)
+
+    def _expire(self, up: UpstreamConnection) -> None:
+        up.idle_timer = None
+        self.forget(up)
+        up.connected = False
+        up.transport.loseConnection()
+
+    def forget(self, up: UpstreamConnection) -> None:
+        if up.idle_timer is not None and up.idle_timer.active():
+            up.idle_timer.cancel()
+        up.idle_timer = None
+        conns = self.idle.get(up.target)
+        if conns and up in conns:
+            conns.remove(up)
+            if not conns:
+                del self.idle[up.target]
+
+    def close_all(self) -> None:
+        for conns in list(self.idle.values()):
+            for up in list(conns):
+                self._expire(up)
