@@ -16,10 +16,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from dataplane.config import ProxyConfig
+from dataplane.context import ProxyContext
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober
 from dataplane.relay import REVOKED_IDLE_GRACE, ProxyFactory
-from dataplane.context import ProxyContext
 from shared import schema
 from tests.dataplane import factories as f
 
