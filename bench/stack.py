@@ -458,3 +458,76 @@ def _port_open(port: int) -> bool:
 
 def nginx_path() -> str | None:
     return shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+
+
+HAPROXY_CONF = """
+global
+  nbthread 1
+  maxconn 65536
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 300s
+  timeout server 300s
+  timeout tunnel 3600s
+  option http-keep-alive
+  http-reuse always
+frontend f
+  bind 127.0.0.1:{port}
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  acl is_w path_beg /w/
+  acl is_p path_beg /p/
+  http-request set-header X-Forwarded-Prefix /w if is_w
+  http-request set-header X-Forwarded-Prefix /p if is_p
+  http-request replace-path ^/[wp](/.*) \\1
+  use_backend web if is_w
+  use_backend peer if is_p
+backend web
+  server s 127.0.0.1:{web_port}
+backend peer
+  server s 127.0.0.1:{peer_port}
+"""
+
+
+def haproxy_path() -> str | None:
+    return shutil.which("haproxy") or (
+        "/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None
+    )
+
+
+def start_haproxy(reaper: Reaper, port: int, web_port: int, peer_port: int, cpus: str | None) -> Child:
+    """HAProxy as a reverse proxy: /w/ to the web backend, /p/ to the peer, one thread, reuse."""
+    conf = reaper.dir / "haproxy.cfg"
+    conf.write_text(HAPROXY_CONF.format(port=port, web_port=web_port, peer_port=peer_port))
+    child = reaper.spawn("haproxy", pinned([haproxy_path() or "haproxy", "-db", "-f", str(conf)], cpus))
+    wait_until(lambda: _port_open(port), 10, "haproxy", [child])
+    return child
+
+
+def chp_path() -> str | None:
+    return shutil.which("configurable-http-proxy")
+
+
+def start_chp(reaper: Reaper, port: int, web_port: int, peer_port: int, cpus: str | None) -> Child:
+    """configurable-http-proxy (JupyterHub's): routes /w and /p, prefix removed as Linx does."""
+    api_port = free_port()
+    args = [
+        chp_path() or "configurable-http-proxy",
+        "--ip", "127.0.0.1", "--port", str(port),
+        "--api-ip", "127.0.0.1", "--api-port", str(api_port),
+        "--no-include-prefix", "--log-level", "error",
+    ]  # fmt: skip
+    env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN="bench")
+    child = reaper.spawn("chp", pinned(args, cpus), env=env)
+    wait_until(lambda: _port_open(api_port), 20, "configurable-http-proxy", [child])
+    for prefix, target in (("w", web_port), ("p", peer_port)):
+        req = urllib.request.Request(  # noqa: S310 - our own loopback API
+            f"http://127.0.0.1:{api_port}/api/routes/{prefix}",
+            data=json.dumps({"target": f"http://127.0.0.1:{target}"}).encode(),
+            method="POST",
+            headers={"Authorization": "token bench"},
+        )
+        urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
+    wait_until(lambda: _port_open(port), 10, "configurable-http-proxy", [child])
+    return child
