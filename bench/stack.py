@@ -463,7 +463,7 @@ def nginx_path() -> str | None:
 HAPROXY_CONF = """
 global
   nbthread 1
-  maxconn 65536
+  maxconn 8000
 defaults
   mode http
   timeout connect 5s
