@@ -476,16 +476,15 @@ frontend f
   bind 127.0.0.1:{port}
   option forwardfor
   http-request set-header X-Forwarded-Proto http
-  acl is_w path_beg /w/
-  acl is_p path_beg /p/
-  http-request set-header X-Forwarded-Prefix /w if is_w
-  http-request set-header X-Forwarded-Prefix /p if is_p
-  http-request replace-path ^/[wp](/.*) \\1
-  use_backend web if is_w
-  use_backend peer if is_p
+  use_backend web if {{ path_beg /w/ }}
+  use_backend peer if {{ path_beg /p/ }}
 backend web
+  http-request set-header X-Forwarded-Prefix /w
+  http-request replace-path ^/w(/.*) \\1
   server s 127.0.0.1:{web_port}
 backend peer
+  http-request set-header X-Forwarded-Prefix /p
+  http-request replace-path ^/p(/.*) \\1
   server s 127.0.0.1:{peer_port}
 """
 
