@@ -59,6 +59,7 @@ PREFIX = "linxbench:"
 ROUTES_PREFIX = "linxbench-routes:"
 SMALL_BODY = b"fastpeer says hello: this body is 128 bytes long, padded with dots".ljust(127, b".") + b"\n"
 
+
 # A target is (text, check(f)) where f maps each target's name to its figure in this run.
 def _ratio_min(r: float, text: str, of: str = "direct"):
     return text, lambda f: None if not f.get(of) or f.get("linx") is None else f["linx"] / f[of] >= r

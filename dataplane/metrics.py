@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from bisect import bisect_left
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
@@ -13,22 +16,11 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "linx_proxy_requests",
-            "Requests answered, by service and status class",
-            ["service", "status_class"],
-            registry=r,
-        )
-        self.bytes_in = Counter(
-            "linx_proxy_request_bytes", "Request body bytes relayed to containers", registry=r
-        )
-        self.bytes_out = Counter("linx_proxy_response_bytes", "Response bytes relayed to clients", registry=r)
-        self.latency = Histogram(
-            "linx_proxy_request_duration_seconds",
-            "Time from a request head to the end of its response",
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=r,
-        )
+        # The per-request figures are plain numbers, turned into families only when /metrics is
+        # scraped (on the reactor thread, like every request): no lock and no label lookup in
+        # prometheus_client per request.
+        self.per_request = RequestStats()
+        r.register(self.per_request)
         self.open_connections = Gauge("linx_proxy_open_connections", "Open client connections", registry=r)
         self.refused_connections = Counter(
             "linx_proxy_refused_connections",
@@ -51,12 +43,64 @@ class Metrics:
             "How late the probe round runs (above 0: more targets than the probe budget covers)",
             registry=r,
         )
-        self._children: dict[tuple[str, int], object] = {}
 
     def count_request(self, service_id: str, status: int) -> None:
+        self.per_request.count(service_id, status)
+
+    def observe(self, service_id: str, status: int, duration: float, bytes_in: int, bytes_out: int) -> None:
+        """One answered request: its count, latency and body bytes."""
+        stats = self.per_request
         key = (service_id, status // 100)
-        child = self._children.get(key)
-        if child is None:
-            cls = _CLASSES[min(max(status // 100, 1), 5) - 1]
-            child = self._children[key] = self.requests.labels(service_id or "-", cls)
-        child.inc()
+        stats.counts[key] = stats.counts.get(key, 0) + 1
+        stats.buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
+        stats.latency_sum += duration
+        stats.bytes_in += bytes_in
+        stats.bytes_out += bytes_out
+
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class RequestStats:
+    """``linx_proxy_requests_total``, the latency histogram and the body byte counters."""
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int], int] = {}
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound
+        self.latency_sum = 0.0
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def count(self, service_id: str, status: int) -> None:
+        key = (service_id, status // 100)
+        self.counts[key] = self.counts.get(key, 0) + 1
+
+    def collect(self):
+        requests = CounterMetricFamily(
+            "linx_proxy_requests",
+            "Requests answered, by service and status class",
+            labels=["service", "status_class"],
+        )
+        for (sid, cls), n in self.counts.items():
+            requests.add_metric([sid or "-", _CLASSES[min(max(cls, 1), 5) - 1]], n)
+        yield requests
+        yield CounterMetricFamily(
+            "linx_proxy_request_bytes", "Request body bytes relayed to containers", value=self.bytes_in
+        )
+        yield CounterMetricFamily(
+            "linx_proxy_response_bytes", "Response bytes relayed to clients", value=self.bytes_out
+        )
+        cumulative, running = [], 0
+        for bound, n in zip((*LATENCY_BUCKETS, float("inf")), self.buckets, strict=True):
+            running += n
+            cumulative.append((_le(bound), running))
+        yield HistogramMetricFamily(
+            "linx_proxy_request_duration_seconds",
+            "Time from a request head to the end of its response",
+            buckets=cumulative,
+            sum_value=self.latency_sum,
+        )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))

@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from dataplane import access, forwarding
 from dataplane.access_log import request_id
+from dataplane.deadline import Deadline
 from dataplane.fastio import direct_socket, send
 from dataplane.http_head import (
     HEAD_END,
@@ -68,7 +69,7 @@ class ClientConnection(protocol.Protocol):
         self.scheme = scheme
         self.state = HEAD
         self.buf = b""
-        self.timer = None
+        self.timer = Deadline(ctx.reactor)
         self.head_started = False
         self.peer_ip = b""
         self.trusted = False
@@ -138,7 +139,7 @@ class ClientConnection(protocol.Protocol):
         if self.in_tunnel:
             self.in_tunnel = False
             self.ctx.metrics.websockets.dec()
-        self._cancel_timer()
+        self.timer.stop()
         ctx = self.ctx
         ctx.open_connections -= 1
         ctx.live_connections.discard(self)
@@ -172,18 +173,12 @@ class ClientConnection(protocol.Protocol):
         self.transport.loseConnection()
 
     def _set_timer(self, delay: float, fn) -> None:
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = self.ctx.reactor.callLater(delay, fn)
+        self.timer.set(delay, fn)
 
     def _cancel_timer(self) -> None:
-        if self.timer is not None:
-            if self.timer.active():
-                self.timer.cancel()
-            self.timer = None
+        self.timer.clear()
 
     def _head_timeout(self) -> None:
-        self.timer = None
         if self.state != HEAD:
             return
         if self.buf:
@@ -192,7 +187,6 @@ class ClientConnection(protocol.Protocol):
             self._close()
 
     def _idle_timeout(self) -> None:
-        self.timer = None
         if self.state == HEAD and not self.buf:
             self._close()
 
@@ -229,13 +223,11 @@ class ClientConnection(protocol.Protocol):
         self.drop("revoked")  # a WebSocket
 
     def _revoked_idle(self) -> None:
-        self.timer = None
         if self.state == HEAD:
             self.state = CLOSED
             self._close()
 
     def _revoked_cut(self) -> None:
-        self.timer = None
         if self.state == RELAY:
             self.drop("revoked")
 
@@ -789,14 +781,8 @@ class ClientConnection(protocol.Protocol):
         ctx = self.ctx
         now = ctx.reactor.seconds()
         sid = self.route.service_id if self.route is not None else ""
-        metrics = ctx.metrics
-        metrics.count_request(sid, status)
         duration = now - self.request_started_at
-        metrics.latency.observe(duration)
-        if self.req_bytes:
-            metrics.bytes_in.inc(self.req_bytes)
-        if self.resp_bytes:
-            metrics.bytes_out.inc(self.resp_bytes)
+        ctx.metrics.observe(sid, status, duration, self.req_bytes, self.resp_bytes)
         if ctx.access_log.enabled:
             req = self.req
             ctx.access_log.request(

@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from dataplane import forwarding
+from dataplane.deadline import Deadline
 from dataplane.fastio import direct_socket, send
 from dataplane.http_head import (
     HEAD_END,
@@ -94,8 +95,8 @@ class UpstreamConnection(protocol.Protocol):
         self.framing = Framing.NONE
         self.remaining = 0
         self.decoder: ChunkedDecoder | None = None
-        self.timer = None
-        self.idle_timer = None
+        # the response-head timeout while an exchange waits, the idle expiry while pooled
+        self.timer = Deadline(pool.reactor)
         self.connected = False
         self.uses = 0
         self.tunnel = False
@@ -119,19 +120,18 @@ class UpstreamConnection(protocol.Protocol):
         self.method = method
         self.resp = None
         self.buf = b""
-        self.timer = self.pool.reactor.callLater(timeout, self._timeout)
+        self.timer.set(timeout, self._timeout)
 
     def _timeout(self) -> None:
-        self.timer = None
         client = self.client
         if client is not None and self.resp is None:
             client.upstream_timeout()
 
     def _cancel(self) -> None:
-        if self.timer is not None:
-            if self.timer.active():
-                self.timer.cancel()
-            self.timer = None
+        self.timer.clear()
+
+    def _idle_expired(self) -> None:
+        self.pool.expire(self)
 
     def dataReceived(self, data: bytes) -> None:
         client = self.client
@@ -255,7 +255,7 @@ class UpstreamConnection(protocol.Protocol):
         self.transport.abortConnection()
 
     def connectionLost(self, reason=None) -> None:
-        self._cancel()
+        self.timer.stop()
         was_connected = self.connected
         self.connected = False
         self.pool.forget(self)
@@ -311,9 +311,7 @@ class UpstreamPool:
             conns = self.idle.get(target)
             while conns:
                 up = conns.pop()
-                if up.idle_timer is not None and up.idle_timer.active():
-                    up.idle_timer.cancel()
-                up.idle_timer = None
+                up.timer.clear()
                 if up.connected:
                     up.client = client
                     client.upstream_ready(up)
@@ -329,18 +327,14 @@ class UpstreamPool:
             up.transport.loseConnection()
             return
         conns.append(up)
-        up.idle_timer = self.reactor.callLater(self.idle_timeout, self._expire, up)
+        up.timer.set(self.idle_timeout, up._idle_expired)
 
-    def _expire(self, up: UpstreamConnection) -> None:
-        up.idle_timer = None
+    def expire(self, up: UpstreamConnection) -> None:
         self.forget(up)
         up.connected = False
         up.transport.loseConnection()
 
     def forget(self, up: UpstreamConnection) -> None:
-        if up.idle_timer is not None and up.idle_timer.active():
-            up.idle_timer.cancel()
-        up.idle_timer = None
         conns = self.idle.get(up.target)
         if conns and up in conns:
             conns.remove(up)
@@ -350,4 +344,5 @@ class UpstreamPool:
     def close_all(self) -> None:
         for conns in list(self.idle.values()):
             for up in list(conns):
-                self._expire(up)
+                up.timer.stop()
+                self.expire(up)

@@ -178,7 +178,8 @@ def test_slash_redirect_comes_before_the_existence_check():
     out = tr.value()
     assert status_of(out) == 308
     assert b"\r\nLocation: /linx/lnx_doesnotexist000/?q=1\r\n" in out
-    labels = {s.labels["service"] for s in h.ctx.metrics.requests.collect()[0].samples}
+    families = list(h.ctx.metrics.per_request.collect())
+    labels = {s.labels["service"] for s in families[0].samples}
     assert labels == {"-"}  # an unknown id never becomes a label
 
 

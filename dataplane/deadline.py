@@ -1,0 +1,65 @@
+"""A connection's one timer, costing no ``DelayedCall`` per request.
+
+Keep-alive traffic sets and clears a timeout several times per request (head, idle, the
+container's response head, an idle pooled connection's expiry). ``callLater`` + ``cancel`` for
+each is an object, a heap push and a cancellation the reactor must sweep later: measurable
+at tens of thousands of requests a second. A ``Deadline`` keeps at most one ``DelayedCall``
+per connection and only moves a number on ``set`` and ``clear``: a call that fires before the
+current deadline re-arms itself for the rest, one that fires with no deadline does nothing.
+So a deadline fires exactly when it is due (tests on ``task.Clock`` see the same instants),
+and a busy connection re-arms about once per timeout period instead of per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+class Deadline:
+    __slots__ = ("reactor", "call", "at", "fn")
+
+    def __init__(self, reactor) -> None:
+        self.reactor = reactor
+        self.call = None  # the pending DelayedCall, firing at or before ``at``
+        self.at: float | None = None
+        self.fn: Callable[[], object] | None = None
+
+    def set(self, delay: float, fn: Callable[[], object]) -> None:
+        """Call ``fn`` in ``delay`` seconds unless set again or cleared before."""
+        at = self.reactor.seconds() + delay
+        self.at = at
+        self.fn = fn
+        call = self.call
+        if call is None:
+            self.call = self.reactor.callLater(delay, self._fire)
+        elif call.getTime() > at:
+            call.reset(delay)  # sooner than the pending one: move it
+
+    def clear(self) -> None:
+        self.at = None
+        self.fn = None
+
+    def stop(self) -> None:
+        """Clear and drop the pending call (the connection is gone: hold no reference)."""
+        self.at = None
+        self.fn = None
+        call, self.call = self.call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    @property
+    def pending(self) -> bool:
+        return self.at is not None
+
+    def _fire(self) -> None:
+        self.call = None
+        at = self.at
+        if at is None:
+            return
+        now = self.reactor.seconds()
+        if now < at:
+            self.call = self.reactor.callLater(at - now, self._fire)
+            return
+        fn = self.fn
+        self.at = self.fn = None
+        fn()

@@ -1,0 +1,62 @@
+"""``Deadline``: fires exactly when due, re-arms instead of allocating, holds nothing when stopped."""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+
+from dataplane.deadline import Deadline
+
+
+def test_fires_at_the_deadline_and_not_before():
+    clock, fired = Clock(), []
+    d = Deadline(clock)
+    d.set(10, lambda: fired.append(clock.seconds()))
+    clock.advance(9.99)
+    assert fired == []
+    clock.advance(0.01)
+    assert fired == [10] and not d.pending
+
+
+def test_a_later_deadline_keeps_the_pending_call_and_re_arms_when_it_fires():
+    clock, fired = Clock(), []
+    d = Deadline(clock)
+    d.set(10, lambda: fired.append("head"))
+    call = d.call
+    d.clear()
+    d.set(75, lambda: fired.append("idle"))
+    assert d.call is call and len(clock.getDelayedCalls()) == 1  # no new DelayedCall
+    clock.advance(10)
+    assert fired == [] and d.call is not None and d.call.getTime() == 75
+    clock.advance(65)
+    assert fired == ["idle"]
+
+
+def test_a_sooner_deadline_moves_the_pending_call():
+    clock, fired = Clock(), []
+    d = Deadline(clock)
+    d.set(75, lambda: fired.append("idle"))
+    d.set(1, lambda: fired.append("grace"))
+    clock.advance(1)
+    assert fired == ["grace"]
+    clock.advance(100)
+    assert fired == ["grace"]
+
+
+def test_many_set_clear_cycles_cost_one_delayed_call():
+    clock = Clock()
+    d = Deadline(clock)
+    for _ in range(1000):
+        d.set(10, lambda: None)
+        clock.advance(0.001)
+        d.clear()
+    assert len(clock.getDelayedCalls()) == 1
+
+
+def test_stop_cancels_the_pending_call():
+    clock, fired = Clock(), []
+    d = Deadline(clock)
+    d.set(5, lambda: fired.append(1))
+    d.stop()
+    assert clock.getDelayedCalls() == [] and d.call is None
+    clock.advance(10)
+    assert fired == []
