@@ -66,28 +66,11 @@ class StreamlitApp:
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def wait_up(self, timeout: float = 60.0) -> StreamlitApp:
-        url = f"http://127.0.0.1:{self.port}{self.base_path}/_stcore/health"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited:\n{Path(self.log.name).read_text()[-3000:]}")
-            try:
-                if requests.get(url, timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"streamlit not up within {timeout} s:\n{Path(self.log.name).read_text()[-3000:]}")
+        _wait_http(self, f"http://127.0.0.1:{self.port}{self.base_path}/_stcore/health", timeout, "streamlit")
+        return self
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        _stop(self)
 
 
 JUPYTERLAB = ("jupyterlab>=4.2,<5",)
@@ -115,28 +98,35 @@ class JupyterLab:
         )
 
     def wait_up(self, timeout: float = 90.0) -> JupyterLab:
-        url = f"http://127.0.0.1:{self.port}{self.base_url}api/status"
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited:\n{Path(self.log.name).read_text()[-3000:]}")
-            try:
-                if requests.get(url, timeout=1).status_code == 200:
-                    return self
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(
-            f"jupyter lab not up within {timeout} s:\n{Path(self.log.name).read_text()[-3000:]}"
-        )
+        _wait_http(self, f"http://127.0.0.1:{self.port}{self.base_url}api/status", timeout, "jupyter lab")
+        return self
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        _stop(self)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _wait_http(app, url: str, timeout: float, what: str) -> None:
+    """Poll ``url`` until it answers 200 (with a deadline); fail at once if the app exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if app.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited:\n{Path(app.log.name).read_text()[-3000:]}")
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} not up within {timeout} s:\n{Path(app.log.name).read_text()[-3000:]}")
+
+
+def _stop(app) -> None:
+    if app.proc.poll() is None:
+        app.proc.terminate()
+        try:
+            app.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            app.proc.kill()
+            app.proc.wait()
+    app.log.close()
