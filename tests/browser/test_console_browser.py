@@ -117,6 +117,14 @@ def test_tenant_publishes_watches_status_rotates_shares_and_deletes(stack, brows
     )
     wait_until(browser, "the old URL refused", lambda d: requests.get(old, timeout=5).status_code == 403)
 
+    _click(browser, f"cors-{sid}")
+    _accept(browser)
+    wait_until(
+        browser,
+        "CORS passthrough",
+        lambda d: stack.api.call("GET", f"/api/services/{sid}", key).json()["cors_preflight"] == "passthrough",
+    )
+
     _click(browser, f"links-btn-{sid}")
     wait_until(browser, "the share-link form", lambda d: d.find_elements(By.ID, f"link-{sid}-label"))
     browser.find_element(By.ID, f"link-{sid}-label").send_keys("demo")

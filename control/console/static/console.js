@@ -150,6 +150,11 @@ function serviceRow(c, s, list) {
         if (!confirm(`Switch ${s.name} to ${mode}?`)) return;
         await api("PATCH", `services/${s.service_id}`, { auth_mode: mode }); refresh();
       } }, s.auth_mode === "public" ? "Require token" : "Make public"),
+      h("button", { type: "button", class: "secondary", id: "cors-" + s.service_id, onclick: async () => {
+        const mode = s.cors_preflight === "passthrough" ? "deny" : "passthrough";
+        if (!confirm(`Set CORS preflight of ${s.name} to ${mode}?`)) return;
+        await api("PATCH", `services/${s.service_id}`, { cors_preflight: mode }); refresh();
+      } }, s.cors_preflight === "passthrough" ? "CORS: passthrough" : "CORS: deny"),
       h("button", { type: "button", class: "secondary", id: "links-btn-" + s.service_id,
         onclick: () => shareLinks(s, links) }, "Share links"),
       h("button", { type: "button", class: "danger", id: "delete-" + s.service_id, onclick: async () => {
