@@ -331,8 +331,12 @@ class RedisWriter:
         self._thread = threading.Thread(target=self._run, name="linx-writer", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 0.0) -> None:
+        """Let the thread finish what is queued and end; wait up to ``timeout`` seconds for it
+        (at shutdown: the thread is a daemon, so exiting first would drop the last writes)."""
         self.queue.put(None)
+        if timeout and self._thread is not None:
+            self._thread.join(timeout)
 
     def submit(self, write: Callable[[object], None]) -> None:
         """Queue ``write(pipe)`` (a non-transactional pipeline); called from the reactor thread."""

@@ -243,7 +243,7 @@ class ProxyService(service.Service):
         if self.admin_port is not None:
             yield self.admin_port.stopListening()
         self.sync.stop(timeout=0)
-        self.writer.stop()
+        self.writer.stop(timeout=2.0)  # the heartbeat's removal (and last readiness) must land
         self.ctx.access_log.stop()
 
 
