@@ -122,7 +122,9 @@ def test_tenant_publishes_watches_status_rotates_shares_and_deletes(stack, brows
     wait_until(
         browser,
         "CORS passthrough",
-        lambda d: stack.api.call("GET", f"/api/services/{sid}", key).json()["cors_preflight"] == "passthrough",
+        lambda d: (
+            stack.api.call("GET", f"/api/services/{sid}", key).json()["cors_preflight"] == "passthrough"
+        ),
     )
 
     _click(browser, f"links-btn-{sid}")
