@@ -86,6 +86,8 @@ ROWS = [
     ("keepalive_rps", "keep-alive small GET (public)", "req/s", "{:,.0f}", _ratio_min(3, "≥ 3× CHP", "chp")),
     ("keepalive_p50_ms", "  latency p50", "ms", "{:.2f}", None),
     ("keepalive_p99_ms", "  latency p99", "ms", "{:.2f}", _max(5.0, "< 5 ms")),
+    ("many_rps", "keep-alive, many connections", "req/s", "{:,.0f}", None),
+    ("many_p99_ms", "  latency p99", "ms", "{:.2f}", None),
     ("proxy_cpu_us_per_req", "proxy CPU per request", "µs", "{:.1f}", _ratio_max(3, "≤ 3× nginx", "nginx")),
     ("token_keepalive_rps", "keep-alive GET, X-Linx-Token", "req/s", "{:,.0f}", None),
     ("token_cpu_us_per_req", "  proxy CPU per request", "µs", "{:.1f}", None),
@@ -142,6 +144,7 @@ class Plan:
         self.routes = a.routes or (5_000 if q else 100_000)
         self.idle_conns = 200 if q else 1000
         self.conns = 50
+        self.many_conns = 200 if q else 1000
 
 
 def _cpus():
@@ -359,6 +362,12 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
                 record("query_cpu_us", "linx", (c1 - c0) / max(1, qres["requests"]) * 1e6)
                 _progress("keep-alive query", t.name, f"{qres['rps']:,.0f} req/s")
         for t in order:
+            res = loadgen.http_load(t.web + small_path, plan.many_conns, d, cpus=load_cpu)
+            record("many", t.name, res)
+            _progress(
+                f"{plan.many_conns} conns", t.name, f"{res['rps']:,.0f} req/s p99 {res['p99_ms']:.2f} ms"
+            )
+        for t in order:
             pids = t.pids() if t.pids else []
             c0 = cpu_seconds(pids)
             res = loadgen.http_load(t.web + small_path, plan.conns, d, ["Connection: close"], cpus=load_cpu)
@@ -488,6 +497,8 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         fig["keepalive_p50_ms"][n] = med("keepalive", n, "p50_ms")
         fig["keepalive_p99_ms"][n] = med("keepalive", n, "p99_ms")
         fig["proxy_cpu_us_per_req"][n] = med("keepalive_cpu_us", n)
+        fig["many_rps"][n] = med("many", n, "rps")
+        fig["many_p99_ms"][n] = med("many", n, "p99_ms")
         fig["close_rps"][n] = med("close", n, "rps")
         fig["close_cpu_us_per_req"][n] = med("close_cpu_us", n)
         fig["download_MBps"][n] = med("download", n)
@@ -521,6 +532,8 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
     for key, label, unit, fmt, target in ROWS:
         if key.startswith("routes_"):
             label = label.replace("N routes", f"{plan.routes:,} routes")
+        if key == "many_rps":
+            label = f"keep-alive, {plan.many_conns:,} connections"
         f = fig[key]
         linx = f.get("linx")
         verdict = None

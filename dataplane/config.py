@@ -68,6 +68,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("LINX_SERVICE_DOMAIN", "domain under which host-routed services live"),
     Option("LINX_ACCESS_LOG", "JSON access log: - (stdout), off, or a file path", "-"),
     Option("LINX_PROXY_API_UPSTREAM", "relay /api/ to the control plane at host:port (one origin for both)"),
+    Option(
+        "LINX_UPSTREAM_MAX_IDLE",
+        "idle keep-alive connections kept per container target (they expire after 30 s idle)",
+        "1024",
+    ),
 )
 # Defaults, declared once above: parsing and --help both read them from there.
 _D: dict[str, str | None] = {o.env: o.default for o in OPTIONS}
@@ -104,6 +109,7 @@ class ProxyConfig:
     service_domain: str | None = None
     access_log: str = "-"
     api_upstream: tuple[str, int] | None = None
+    upstream_max_idle: int = 1024
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ProxyConfig:
@@ -144,6 +150,7 @@ class ProxyConfig:
             service_domain=domain,
             access_log=env_str(environ, "LINX_ACCESS_LOG", _D["LINX_ACCESS_LOG"]) or _D["LINX_ACCESS_LOG"],
             api_upstream=api_upstream,
+            upstream_max_idle=_int(environ, "LINX_UPSTREAM_MAX_IDLE", 0),
         )
 
 

@@ -98,7 +98,9 @@ class ProxyContext:
         self.metrics = metrics
         self.registry = ConnectionRegistry()
         self.table = RouteTable(config.allowed_networks, self._routes_changed)
-        self.pool = UpstreamPool(reactor, config.connect_timeout)
+        self.pool = UpstreamPool(
+            reactor, config.connect_timeout, max_idle_per_target=config.upstream_max_idle
+        )
         self.host_suffix = (b"." + config.service_domain.encode()) if config.service_domain else None
         self.api_route = control_plane_route(config.api_upstream) if config.api_upstream else None
         self.open_connections = 0

@@ -295,10 +295,16 @@ class _UpstreamFactory(protocol.ClientFactory):
 
 
 class UpstreamPool:
-    """Idle keep-alive connections per target, reused most-recent first."""
+    """Idle keep-alive connections per target, reused most-recent first.
+
+    Sized by demand: every connection that comes back is kept (up to ``max_idle_per_target``,
+    LINX_UPSTREAM_MAX_IDLE) and expires after ``idle_timeout`` unused, so the pool holds about
+    as many as were recently in use at once. A fixed small cap (64 before) made 200 or 1,000
+    concurrent clients of one container open and close a connection per request beyond it.
+    """
 
     def __init__(
-        self, reactor, connect_timeout: float, idle_timeout: float = 30.0, max_idle_per_target: int = 64
+        self, reactor, connect_timeout: float, idle_timeout: float = 30.0, max_idle_per_target: int = 1024
     ) -> None:
         self.reactor = reactor
         self.connect_timeout = connect_timeout

@@ -431,3 +431,34 @@ def test_api_relay_failure_is_503_and_service_paths_are_unaffected():
     proto3, tr3 = h.client()
     proto3.dataReceived(h.request())
     assert h.reactor.tcpClients[-1][:2] == ("127.0.0.1", 7001)
+
+
+def test_upstream_pool_keeps_as_many_connections_as_were_in_use_at_once():
+    h = Harness()
+    clients = [h.client() for _ in range(200)]
+    ups = []
+    for proto, _ in clients:
+        proto.dataReceived(h.request())
+        ups.append(h.upstream())
+    for up, utr in ups:
+        up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+        assert not utr.disconnecting  # kept for the next request, not closed past a small cap
+    assert len(h.ctx.pool.idle[("127.0.0.1", 7001)]) == 200
+    dialled = len(h.reactor.tcpClients)
+    for proto, _ in clients:
+        proto.dataReceived(h.request())
+    assert len(h.reactor.tcpClients) == dialled  # all 200 reused: no new connect
+    h.reactor.advance(h.ctx.pool.idle_timeout + 1)
+    assert all(not utr.disconnecting for _, utr in ups)  # busy again, not expired
+
+
+def test_upstream_pool_cap_is_configurable():
+    h = Harness(upstream_max_idle=2)
+    clients = [h.client() for _ in range(3)]
+    ups = []
+    for proto, _ in clients:
+        proto.dataReceived(h.request())
+        ups.append(h.upstream())
+    for up, _ in ups:
+        up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+    assert [utr.disconnecting for _, utr in ups] == [False, False, True]
