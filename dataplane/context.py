@@ -55,7 +55,10 @@ class ConnectionRegistry:
             route = table.get(sid)
             for conn in list(self.by_service.get(sid, ())):
                 denial = access.revocation(conn.route, conn.kid, route, now)
-                if denial is None and not access.moved(conn.route, route):
+                if denial is None:
+                    if access.moved(conn.route, route):
+                        conn.revoke(None)  # streams to the old address end; stays registered
+                        conn.route = route
                     continue
                 self.unregister(conn)
                 conn.revoke(denial)

@@ -165,12 +165,24 @@ class ClientConnection(protocol.Protocol):
 
     def _close(self) -> None:
         self.flush()
-        if self.sock is not None and (self.receiving_body or self.buf):
+        # A producer left registered (and paused by back-pressure) would be resumed instead of
+        # the close when the buffer drains, keeping the connection open for ever.
+        self._unregister_producer()
+        req = self.req
+        unread = self.receiving_body or self.buf or (req is not None and req.has_body)
+        if self.sock is not None and unread:
             self.state = CLOSED
             self.transport.loseWriteConnection()  # FIN after the answer; reads go on, ignored
+            self.transport.resumeProducing()  # back-pressure may have paused them
             self._set_timer(LINGER_SECS, self.transport.loseConnection)
             return
         self.transport.loseConnection()
+
+    def _unregister_producer(self) -> None:
+        try:
+            self.transport.unregisterProducer()
+        except RuntimeError:  # none registered (in-memory transports say so)
+            pass
 
     def _set_timer(self, delay: float, fn) -> None:
         self.timer.set(delay, fn)
@@ -206,7 +218,8 @@ class ClientConnection(protocol.Protocol):
         if state == HEAD:
             if denial is not None:
                 self.revoked = True
-                self._set_timer(REVOKED_IDLE_GRACE, self._revoked_idle)
+                if not self.buf:  # a head on its way keeps its deadline and gets the answer
+                    self._set_timer(REVOKED_IDLE_GRACE, self._revoked_idle)
             return
         if state == RELAY and not self.response_started:
             denial = denial or access.TARGET_UNAVAILABLE
@@ -223,7 +236,7 @@ class ClientConnection(protocol.Protocol):
         self.drop("revoked")  # a WebSocket
 
     def _revoked_idle(self) -> None:
-        if self.state == HEAD:
+        if self.state == HEAD and not self.buf:
             self.state = CLOSED
             self._close()
 
@@ -357,6 +370,7 @@ class ClientConnection(protocol.Protocol):
             if sid_end < 0 and sid_bytes:
                 # The access table's first row, before the id is looked up: it reveals nothing.
                 location = path + b"/" + (b"?" + query if qpos >= 0 else b"")
+                ctx.registry.unregister(self)
                 self.route = route
                 self._local(
                     forwarding.redirect_response(

@@ -88,6 +88,7 @@ class ProxyService(service.Service):
     # -- sync callbacks (reactor thread)
     def _load_snapshot(self, snap: Snapshot) -> None:
         self.ctx.table.load_snapshot(snap)
+        self.ctx.mark_exchange()  # a snapshot just read is a successful exchange with Redis
         self.last_full_sync = self.reactor.seconds()
         self.metrics.resyncs.inc()
         self.metrics.routes.set(len(self.ctx.table))

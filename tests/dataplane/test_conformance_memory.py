@@ -320,3 +320,33 @@ def test_api_relay_never_carries_the_console_cookie_and_console_is_not_relayed()
     proto2, tr2 = h.client()
     proto2.dataReceived(b"GET /console/ HTTP/1.1\r\nHost: proxy.test\r\nCookie: linx_console=s3cret\r\n\r\n")
     assert status_of(tr2.value()) == 404 and len(h.reactor.tcpClients) == 1
+
+
+def test_a_container_move_keeps_idle_connections_registered_for_a_later_revocation():
+    h = Harness()
+    proto, tr, _ = _idle_after_one_request(h)
+    h.ctx.table.apply(_container(h, address="127.0.0.2"))
+    assert not tr.disconnecting
+    h.ctx.table.apply(_delete(h))
+    h.reactor.advance(REVOKED_IDLE_GRACE)
+    assert tr.disconnecting and not tr.disconnected  # still told: closed with a FIN
+
+
+def test_a_head_on_its_way_at_revocation_is_answered_not_closed_at_the_grace():
+    h = Harness()
+    proto, tr, _ = _idle_after_one_request(h)
+    req = h.request()
+    proto.dataReceived(req[:20])
+    h.ctx.table.apply(_delete(h))
+    h.reactor.advance(REVOKED_IDLE_GRACE + 0.5)
+    assert not tr.disconnecting
+    proto.dataReceived(req[20:])
+    assert status_of(tr.value()) == 404 and b"Connection: close\r\n" in tr.value()
+
+
+def test_a_slash_redirect_for_another_service_leaves_the_registry():
+    h = Harness()
+    proto, tr, _ = _idle_after_one_request(h)
+    proto.dataReceived(b"GET /linx/lnx_other000 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status_of(tr.value()) == 308
+    assert proto not in h.ctx.registry.service_of
