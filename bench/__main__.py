@@ -297,20 +297,13 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
     peer_procs = {}
     if use_nginx:
         peer_procs["nginx"] = nginx_proxy
-    if not args.no_peers and haproxy_path():
-        hport = free_port()
-        peer_procs["haproxy"] = start_haproxy(reaper, hport, web_port, peer_port, proxy_cpu)
-        targets.append(
-            Target("haproxy", f"http://127.0.0.1:{hport}/w", f"http://127.0.0.1:{hport}/p",
-                   lambda c=peer_procs["haproxy"]: tree(c.pid))
-        )  # fmt: skip
-    if not args.no_peers and chp_path():
-        cport = free_port()
-        peer_procs["chp"] = start_chp(reaper, cport, web_port, peer_port, proxy_cpu)
-        targets.append(
-            Target("chp", f"http://127.0.0.1:{cport}/w", f"http://127.0.0.1:{cport}/p",
-                   lambda c=peer_procs["chp"]: tree(c.pid))
-        )  # fmt: skip
+    for name, installed, start in (("haproxy", haproxy_path, start_haproxy), ("chp", chp_path, start_chp)):
+        if args.no_peers or not installed():
+            continue
+        port = free_port()
+        child = peer_procs[name] = start(reaper, port, web_port, peer_port, proxy_cpu)
+        base = f"http://127.0.0.1:{port}"
+        targets.append(Target(name, f"{base}/w", f"{base}/p", lambda c=child: tree(c.pid)))
     meta["peers"] = [t.name for t in targets if t.name in PEERS]
     peer_idle = {name: status_kib(tree(c.pid)) / 1024 for name, c in peer_procs.items()}
     for t in targets:

@@ -44,9 +44,6 @@ class Metrics:
             registry=r,
         )
 
-    def count_request(self, service_id: str, status: int) -> None:
-        self.per_request.count(service_id, status)
-
     def observe(self, service_id: str, status: int, duration: float, bytes_in: int, bytes_out: int) -> None:
         """One answered request: its count, latency and body bytes."""
         stats = self.per_request
@@ -70,10 +67,6 @@ class RequestStats:
         self.latency_sum = 0.0
         self.bytes_in = 0
         self.bytes_out = 0
-
-    def count(self, service_id: str, status: int) -> None:
-        key = (service_id, status // 100)
-        self.counts[key] = self.counts.get(key, 0) + 1
 
     def collect(self):
         requests = CounterMetricFamily(

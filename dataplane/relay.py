@@ -372,11 +372,12 @@ class ClientConnection(protocol.Protocol):
                 location = path + b"/" + (b"?" + query if qpos >= 0 else b"")
                 ctx.registry.unregister(self)
                 self.route = route
+                keep = self._can_keep(req)
                 self._local(
-                    forwarding.redirect_response(
-                        308, location, keep_alive=self._can_keep(req), http10=req.http10
-                    ),
+                    forwarding.redirect_response(308, location, keep_alive=keep, http10=req.http10),
                     308,
+                    None,
+                    keep,
                 )
                 return
             if route is not None and not route.strip_prefix:
@@ -441,17 +442,20 @@ class ClientConnection(protocol.Protocol):
         self.extra_headers = []
         if decision.source == "query":
             cookie = self._token_cookie(route, decision, now)
-            if req.method == b"GET" and _is_navigation(req):
+            if _is_navigation(req):
                 location = path + (b"?" + kept_query if kept_query else b"")
+                keep = self._can_keep(req)
                 self._local(
                     forwarding.redirect_response(
                         303,
                         location,
-                        keep_alive=self._can_keep(req),
+                        keep_alive=keep,
                         http10=req.http10,
                         extra=[cookie, b"Referrer-Policy: no-referrer\r\n"],
                     ),
                     303,
+                    None,
+                    keep,
                 )
                 return
             self.extra_headers.append(cookie)
@@ -515,16 +519,15 @@ class ClientConnection(protocol.Protocol):
             http10=req.http10,
             head_only=req.method == b"HEAD",
             origin=origin,
-            starting=denial.code in _STARTING_CODES and req.method == b"GET" and _is_navigation(req),
+            starting=_starting(req, denial.code),
         )
         self._local(data, denial.status, denial.code, keep)
 
-    def _local(self, data: bytes, status: int, code: str | None = None, keep: bool | None = None) -> None:
+    def _local(self, data: bytes, status: int, code: str | None, keep: bool) -> None:
         """Send an answer of the proxy's own, then read the next request or close."""
-        req = self.req
         self._finish(status, code)
         self.write(data)
-        if self._can_keep(req) if keep is None else keep:
+        if keep:
             self._next_request()
         else:
             self.state = CLOSED
@@ -777,10 +780,7 @@ class ClientConnection(protocol.Protocol):
             http10=req.http10,
             head_only=req.method == b"HEAD",
             origin=req.header(b"origin"),
-            starting=code in _STARTING_CODES
-            and self.route is not self.ctx.api_route
-            and req.method == b"GET"
-            and _is_navigation(req),
+            starting=self.route is not self.ctx.api_route and _starting(req, code),
         )
         self._finish(status, code)
         self.write(data)
@@ -843,7 +843,16 @@ def _hostname(host: bytes) -> bytes:
 _STARTING_CODES = frozenset(("target_unavailable", "target_connect_failed", "target_connect_timeout"))
 
 
+def _starting(req: RequestHead, code: str) -> bool:
+    """A browser navigation to an app that is not up: it gets the self-reloading page."""
+    return code in _STARTING_CODES and _is_navigation(req)
+
+
 def _is_navigation(req: RequestHead) -> bool:
+    """A browser opening the page (SPEC section 5): a GET with Sec-Fetch-Mode: navigate, or
+    one whose Accept names text/html."""
+    if req.method != b"GET":
+        return False
     mode = req.header(b"sec-fetch-mode")
     if mode is not None:
         return mode.strip().lower() == b"navigate"
