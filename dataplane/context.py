@@ -54,11 +54,11 @@ class ConnectionRegistry:
         for sid in service_ids:
             route = table.get(sid)
             for conn in list(self.by_service.get(sid, ())):
-                denial = access.revocation(conn.route, conn.kid, route, now)
+                granted, kid = conn.grant
+                denial = access.revocation(granted, kid, route, now)
                 if denial is None:
-                    if access.moved(conn.route, route):
-                        conn.revoke(None)  # streams to the old address end; stays registered
-                        conn.route = route
+                    if access.moved(granted, route):
+                        conn.moved(route)  # streams to the old address end; stays registered
                     continue
                 self.unregister(conn)
                 conn.revoke(denial)
@@ -95,13 +95,28 @@ class LinkUsage:
 class ProxyContext:
     """What every connection needs, handed to factories and protocols (no globals)."""
 
-    def __init__(self, config: ProxyConfig, reactor, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        reactor,
+        metrics: Metrics,
+        *,
+        table: RouteTable,
+        prober: Prober | None,
+        links: LinkUsage | None = None,
+        access_log: AccessLog | None = None,
+        pool: UpstreamPool | None = None,
+    ) -> None:
         self.config = config
         self.reactor = reactor
         self.metrics = metrics
         self.registry = ConnectionRegistry()
-        self.table = RouteTable(config.allowed_networks, self._routes_changed)
-        self.pool = UpstreamPool(
+        self.table = table
+        table.on_change = self._routes_changed  # revocation reaches open connections
+        self.prober = prober
+        self.links = links
+        self.access_log = access_log or AccessLog(reactor, None)
+        self.pool = pool or UpstreamPool(
             reactor, config.connect_timeout, max_idle_per_target=config.upstream_max_idle
         )
         self.host_suffix = (b"." + config.service_domain.encode()) if config.service_domain else None
@@ -110,9 +125,6 @@ class ProxyContext:
         self.live_connections: set = set()
         self.draining = False
         self.last_exchange: float | None = None
-        self.prober: Prober | None = None
-        self.links: LinkUsage | None = None
-        self.access_log = AccessLog(reactor, None)
 
     def sync_fresh(self) -> bool:
         last = self.last_exchange

@@ -308,6 +308,27 @@ STARTING_PAGE = (
 )
 
 
+# 503s meaning "the app is not up (yet)": a browser navigation gets the self-reloading page.
+_STARTING_CODES = frozenset(("target_unavailable", "target_connect_failed", "target_connect_timeout"))
+
+
+def starting(req: RequestHead, code: str) -> bool:
+    """A browser navigation to an app that is not up: it gets the self-reloading page."""
+    return code in _STARTING_CODES and is_navigation(req)
+
+
+def is_navigation(req: RequestHead) -> bool:
+    """A browser opening the page (SPEC section 5): a GET with Sec-Fetch-Mode: navigate, or
+    one whose Accept names text/html."""
+    if req.method != b"GET":
+        return False
+    mode = req.header(b"sec-fetch-mode")
+    if mode is not None:
+        return mode.strip().lower() == b"navigate"
+    accept = req.header(b"accept")
+    return accept is not None and b"text/html" in accept.lower()
+
+
 def error_response(
     status: int,
     code: str,

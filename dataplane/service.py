@@ -18,6 +18,7 @@ from dataplane.config import ProxyConfig
 from dataplane.context import LinkUsage, ProxyContext
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober, RedisWriter
+from dataplane.routes import RouteTable
 from dataplane.sync import SyncThread
 from shared.redis_conn import make_client
 from shared.schema import HEARTBEAT_SECS, Readiness, Schema, Snapshot, readiness_batches
@@ -36,17 +37,18 @@ class ProxyService(service.Service):
         self.reactor = reactor
         self.reuse_port = reuse_port
         self.metrics = metrics or Metrics()
-        self.ctx = ProxyContext(config, reactor, self.metrics)
-        self.ctx.access_log = AccessLog.from_target(reactor, config.access_log)
         self.schema = Schema(config.redis.key_prefix)
         self.writer = RedisWriter(lambda: make_client(config.redis))
-        self.ctx.links = LinkUsage(self.schema, self.writer, reactor)
-        self.ctx.prober = Prober(
+        table = RouteTable(config.allowed_networks)
+        prober = Prober(reactor, table, self._report_readiness, config.probe_interval, config.connect_timeout)
+        self.ctx = ProxyContext(
+            config,
             reactor,
-            self.ctx.table,
-            self._report_readiness,
-            config.probe_interval,
-            config.connect_timeout,
+            self.metrics,
+            table=table,
+            prober=prober,
+            links=LinkUsage(self.schema, self.writer, reactor),
+            access_log=AccessLog.from_target(reactor, config.access_log),
         )
         self.sync = SyncThread(
             reactor,
@@ -222,7 +224,7 @@ class ProxyService(service.Service):
             for conn in list(ctx.live_connections):
                 if conn.busy:
                     busy += 1
-                elif conn.state == relay.TUNNEL:
+                elif conn.tunnelling:
                     conn.drop()
                 else:
                     conn.close_idle()  # a FIN, so clients retry elsewhere without an error

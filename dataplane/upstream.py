@@ -2,7 +2,7 @@
 
 An ``UpstreamConnection`` parses the container's response head (strictly: ``http_head``),
 frames its body and hands both to the client side through the small ``UpstreamClient``
-protocol below, so this module never imports the client's (``relay``). Back-pressure: each
+protocol below, so this module never imports the client side (``exchange``, ``relay``). Back-pressure: each
 transport is registered as the other's producer through a ``ReadPauser``.
 
 Everything here runs on the reactor thread; time comes from the reactor passed in.
@@ -35,16 +35,14 @@ BUFFER_SIZE = 256 * 1024
 
 
 class UpstreamClient(Protocol):
-    """What an upstream connection needs of the client exchange it serves (``relay``)."""
+    """What an upstream connection needs of the exchange it serves (``exchange.Exchange``)."""
 
-    transport: object
+    transport: object  # the client's, which a tunnel writes to directly
     sock: object
-    reads: ReadPauser | None
-    resp_bytes: int
-    corked: bool
 
     def write(self, data: bytes) -> None: ...
-    def flush(self) -> None: ...
+    def cork(self) -> None: ...
+    def uncork(self) -> None: ...
     def upstream_ready(self, up: UpstreamConnection) -> None: ...
     def upstream_failed(self, reason) -> None: ...
     def upstream_lost(self, before_response: bool, reused: bool) -> None: ...
@@ -141,18 +139,16 @@ class UpstreamConnection(protocol.Protocol):
         if client is None:
             self.transport.abortConnection()  # bytes on an idle connection: not trustworthy
             return
-        client.resp_bytes += len(data)
         # Cork the client while this read is processed: a small response's head and body
         # (and a chunked body's pieces) leave in one send.
-        client.corked = True
+        client.cork()
         try:
             if self.resp is None:
                 self._head_data(data)
             else:
                 self._body_data(data)
         finally:
-            client.corked = False
-            client.flush()
+            client.uncork()
 
     def _head_data(self, data: bytes) -> None:
         client = self.client

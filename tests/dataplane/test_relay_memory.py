@@ -20,6 +20,7 @@ from dataplane.context import ProxyContext
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober
 from dataplane.relay import REVOKED_IDLE_GRACE, ProxyFactory
+from dataplane.routes import RouteTable
 from shared import schema
 from tests.dataplane import factories as f
 
@@ -29,15 +30,16 @@ class Harness:
         self.reactor = MemoryReactorClock()
         self.reactor.advance(1_000_000)
         self.config = ProxyConfig(**config)
-        self.ctx = ProxyContext(self.config, self.reactor, Metrics())
         self.reports = []
-        self.ctx.prober = Prober(
+        table = RouteTable(self.config.allowed_networks)
+        prober = Prober(
             self.reactor,
-            self.ctx.table,
+            table,
             lambda r, sids: self.reports.extend((sid, r) for sid in sids),
             10.0,
             5.0,
         )
+        self.ctx = ProxyContext(self.config, self.reactor, Metrics(), table=table, prober=prober)
         self.factory = ProxyFactory(self.ctx)
         self.ctr = f.container()
         self.svc = f.service(self.ctr)

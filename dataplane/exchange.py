@@ -1,0 +1,458 @@
+"""One request and its answer on a client connection: the request's body on its way to the
+container, the container's response on its way back, and the accounting of both.
+
+A new request is a new ``Exchange``, so nothing is ever reset. The connection
+(``dataplane.relay``) reads heads, decides, and says which exchange is current; the exchange
+drives the connection's state from RELAY to the next request, to a TUNNEL, or to CLOSED.
+The container side (``dataplane.upstream``) calls back only through the ``UpstreamClient``
+protocol, which ``Exchange`` implements.
+
+Everything here runs on the reactor thread; time comes from the context's reactor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from twisted.internet import error as neterror
+
+from dataplane import forwarding
+from dataplane.fastio import send
+from dataplane.http_head import (
+    LAST_CHUNK,
+    ChunkedDecoder,
+    Framing,
+    HeadError,
+    RequestHead,
+    ResponseHead,
+    encode_chunk,
+)
+
+if TYPE_CHECKING:
+    from dataplane.context import ProxyContext
+    from dataplane.relay import ClientConnection
+    from dataplane.routes import Route
+    from dataplane.upstream import UpstreamConnection
+
+# What a client connection is doing (``ClientConnection.state``).
+HEAD, RELAY, TUNNEL, CLOSED = range(4)
+CLIENT_CLOSED = 499  # logged status of a request its client abandoned (as nginx logs it)
+
+
+def can_keep(req: RequestHead) -> bool:
+    """Whether the connection may read another request after answering this one ourselves:
+    a request body we did not read would be taken for the next head."""
+    return req.keep_alive and not req.has_body
+
+
+class Exchange:
+    """One request/response exchange. Created for every parsed request (and for a head that
+    could not be parsed), whether it is relayed or answered by the proxy itself."""
+
+    __slots__ = (
+        "conn",
+        "ctx",
+        "transport",
+        "sock",
+        "req",
+        "route",
+        "request_id",
+        "started_at",
+        "status",
+        "finished",
+        "upstream",
+        "upstream_head",
+        "websocket",
+        "ws_selected",
+        "extra_headers",
+        "rewrite",
+        "decoder",
+        "remaining",
+        "receiving_body",
+        "pending_body",
+        "keep_alive",
+        "response_started",
+        "out_framing",
+        "retried",
+        "req_bytes",
+        "resp_bytes",
+        "upstream_at",
+        "paused_for_connect",
+        "corked",
+        "out",
+    )
+
+    def __init__(
+        self, conn: ClientConnection, req: RequestHead | None, now: float, request_id: bytes
+    ) -> None:
+        self.conn = conn
+        self.ctx: ProxyContext = conn.ctx
+        self.transport = conn.transport  # the client's: the upstream side tunnels into it
+        self.sock = conn.sock
+        self.req = req
+        self.route: Route | None = None  # the service it is attributed to, once looked up
+        self.request_id = request_id
+        self.started_at = now
+        self.status = 0
+        self.finished = False
+        self.upstream: UpstreamConnection | None = None
+        self.upstream_head = b""
+        self.websocket = False
+        self.ws_selected: bytes | None = None
+        self.extra_headers: list[bytes] = []
+        self.rewrite: forwarding.PrefixRewrite | None = None
+        self.decoder: ChunkedDecoder | None = None
+        self.remaining = 0
+        self.receiving_body = False
+        self.pending_body: list[bytes] = []
+        self.keep_alive = True
+        self.response_started = False
+        self.out_framing = Framing.NONE
+        self.retried = False
+        self.req_bytes = 0
+        self.resp_bytes = 0
+        self.upstream_at = 0.0
+        self.paused_for_connect = False
+        self.corked = False
+        self.out: list[bytes] = []
+
+    @property
+    def live(self) -> bool:
+        """Still the connection's exchange in flight (not answered, cut or tunnelled)."""
+        conn = self.conn
+        return conn.state == RELAY and conn.exchange is self
+
+    # ------------------------------------------------------------------ writing
+    def write(self, data: bytes) -> None:
+        """Send to the client; while corked (inside one upstream read), gather instead."""
+        self.resp_bytes += len(data)
+        if self.corked:
+            self.out.append(data)
+        else:
+            send(self.transport, self.sock, data)
+
+    def cork(self) -> None:
+        self.corked = True
+
+    def uncork(self) -> None:
+        self.corked = False
+        if self.out:
+            data = b"".join(self.out)
+            self.out = []
+            send(self.transport, self.sock, data)
+
+    def answer(self, data: bytes, status: int, code: str | None, keep: bool) -> None:
+        """Answer with something of the proxy's own; then the next request, or close."""
+        self.finish(status, code)
+        self.conn.write(data)
+        self.conn.exchange_over(keep)
+
+    # ------------------------------------------------------------------ relaying
+    def relay(
+        self,
+        route: Route,
+        target: bytes,
+        cookies: list[bytes],
+        prefix: bytes | None,
+        websocket: bool,
+    ) -> None:
+        """Send the request to ``route``'s container: its head now, its body as it comes."""
+        conn = self.conn
+        req = self.req
+        self.route = route
+        self.websocket = websocket
+        self.upstream_head = forwarding.upstream_request_head(
+            req,
+            target,
+            cookies=cookies,
+            client_ip=conn.peer_ip,
+            scheme=conn.scheme,
+            prefix=prefix,
+            trusted=conn.trusted,
+            websocket=websocket,
+            request_id=self.request_id,
+        )
+        conn.state = RELAY
+        leftover, conn.buf = conn.buf, b""
+        self.receiving_body = req.has_body
+        if req.framing == Framing.CHUNKED:
+            self.decoder = ChunkedDecoder(400, self.ctx.config.max_head_bytes)
+        elif req.framing == Framing.LENGTH:
+            self.remaining = req.content_length
+        if leftover:
+            if self.receiving_body:
+                self.body_data(leftover)
+            else:
+                conn.buf = leftover
+        if not self.live:
+            return  # the body already in hand was malformed: refused, nothing goes upstream
+        self.ctx.pool.acquire(route.target, self, fresh=websocket)
+        if self.upstream is None and self.live:
+            # A new connection is on its way: read no more body bytes until it is up (they
+            # would have nowhere to go). A pooled one was lent at once: no pause, no syscalls.
+            self.paused_for_connect = True
+            conn.transport.pauseProducing()
+
+    def body_data(self, data: bytes) -> None:
+        """Bytes of the request body (and possibly what follows it) from the client."""
+        self.req_bytes += len(data)
+        conn = self.conn
+        up = self.upstream
+        if self.decoder is not None:
+            try:
+                pieces, rest = self.decoder.feed(data)
+            except HeadError as exc:
+                self.relay_error(exc.status, exc.code, exc.message, close_client=True)
+                return
+            out = []
+            for piece in pieces:
+                if piece:
+                    out += encode_chunk(piece)
+            if rest is not None:
+                out.append(LAST_CHUNK)
+                self.decoder = None
+                self.receiving_body = False
+                conn.buf = rest
+            if out:
+                if up is not None:
+                    send(up.transport, up.sock, b"".join(out))
+                else:
+                    self.pending_body += out
+        else:
+            remaining = self.remaining
+            if len(data) >= remaining:
+                piece, conn.buf = data[:remaining], data[remaining:]
+                self.remaining = 0
+                self.receiving_body = False
+            else:
+                piece = data
+                self.remaining = remaining - len(data)
+            if piece:
+                if up is not None:
+                    send(up.transport, up.sock, piece)
+                else:
+                    self.pending_body.append(piece)
+        if not self.receiving_body and len(conn.buf) > self.ctx.config.max_head_bytes:
+            conn.transport.pauseProducing()  # pipelined: hold at most one head's worth
+
+    # ------------------------------------------------------------- UpstreamClient
+    def upstream_ready(self, up: UpstreamConnection) -> None:
+        """Called by the pool with a connected upstream (new or reused)."""
+        if not self.live:
+            up.release(reusable=False)
+            return
+        ctx = self.ctx
+        conn = self.conn
+        self.upstream = up
+        if self.route is not ctx.api_route:  # the control plane is not a probed target
+            ctx.prober.observed(self.route, True)
+        if self.pending_body:
+            send(up.transport, up.sock, b"".join([self.upstream_head, *self.pending_body]))
+            self.pending_body = []
+        else:
+            send(up.transport, up.sock, self.upstream_head)
+        # Back-pressure both ways: a full write buffer on one side pauses reads on the other.
+        up.transport.registerProducer(conn.reads, True)
+        conn.transport.registerProducer(up.reads, True)
+        up.expect_response(self.req.method, ctx.config.response_timeout)
+        if self.paused_for_connect:
+            self.paused_for_connect = False
+            conn.transport.resumeProducing()
+
+    def upstream_failed(self, reason) -> None:
+        """The connect failed (refused, unreachable or timed out)."""
+        if not self.live:
+            return
+        if self.route is not self.ctx.api_route:
+            self.ctx.prober.observed(self.route, False)
+        timed_out = reason is not None and reason.check(neterror.TimeoutError)
+        self.relay_error(
+            503,
+            "target_connect_timeout" if timed_out else "target_connect_failed",
+            "the container did not accept the connection in time"
+            if timed_out
+            else "the container refused the connection",
+        )
+
+    def response_head(self, resp: ResponseHead, upstream: UpstreamConnection) -> bool:
+        """Start the client's response. Returns False if the exchange was ended instead."""
+        req = self.req
+        self.upstream_at = self.ctx.reactor.seconds()
+        if resp.status == 101:
+            if not self.websocket or not _valid_accept(req, resp):
+                self.relay_error(502, "bad_upgrade", "the container's WebSocket handshake is invalid")
+                return False
+            if self.ws_selected is not None and resp.header(b"sec-websocket-protocol") is None:
+                # The client offered only the token carrier, which the container never saw;
+                # browsers fail a handshake that selects none of the offered subprotocols.
+                self.extra_headers.append(b"Sec-WebSocket-Protocol: " + self.ws_selected + b"\r\n")
+            self.write(
+                forwarding.client_response_head(
+                    resp, framing=Framing.NONE, keep_alive=True, extra=self.extra_headers, upgrade=True
+                )
+            )
+            self.status = 101
+            self.finish(101)
+            conn = self.conn
+            conn.tunnel_opened()
+            if conn.buf:
+                send(upstream.transport, upstream.sock, conn.buf)
+                conn.buf = b""
+            return True
+        self.response_started = True
+        self.status = resp.status
+        framing = resp.framing
+        if framing in (Framing.CHUNKED, Framing.CLOSE):
+            framing = Framing.CHUNKED if req.version == (1, 1) else Framing.CLOSE
+        self.out_framing = framing
+        self.keep_alive = req.keep_alive and framing != Framing.CLOSE
+        self.write(
+            forwarding.client_response_head(
+                resp,
+                framing=framing,
+                keep_alive=self.keep_alive,
+                extra=self.extra_headers,
+                http10=req.http10,
+                rewrite=self.rewrite,
+            )
+        )
+        return True
+
+    def informational(self, data: bytes) -> None:
+        if self.req.version == (1, 1):
+            self.write(data)
+
+    def response_body(self, pieces: list[bytes]) -> None:
+        if self.out_framing == Framing.CHUNKED:
+            out = []
+            for piece in pieces:
+                if piece:
+                    out += encode_chunk(piece)
+            if out:
+                self.write(b"".join(out))
+        elif len(pieces) == 1:
+            self.write(pieces[0])
+        else:
+            self.write(b"".join(pieces))
+
+    def response_done(self, upstream_reusable: bool) -> None:
+        """The whole response has been relayed."""
+        if self.out_framing == Framing.CHUNKED:
+            self.write(LAST_CHUNK)
+        self.finish(self.status)
+        conn = self.conn
+        up = self.upstream
+        self.upstream = None
+        finished_request = not self.receiving_body
+        conn.unregister_producer()
+        if up is not None:
+            up.transport.unregisterProducer()
+            up.release(reusable=upstream_reusable and finished_request)
+        # Out before the next request is read: an answer to it must not overtake this one.
+        self.uncork()
+        conn.exchange_over(self.keep_alive and finished_request and self.live)
+
+    def upstream_lost(self, before_response: bool, reused: bool) -> None:
+        """The container's connection broke during the exchange (or ended its tunnel)."""
+        conn = self.conn
+        if conn.state == TUNNEL and conn.exchange is self:
+            self.upstream = None
+            conn.exchange_over(False)
+            return
+        if not self.live:
+            return
+        self.upstream = None
+        if before_response:
+            # A reused keep-alive connection may have been closed by the container just as we
+            # sent: retry once on a new one, but only if no body byte has gone out.
+            if reused and not self.retried and not self.req.has_body:
+                self.retried = True
+                conn.unregister_producer()
+                self.paused_for_connect = True
+                conn.transport.pauseProducing()
+                self.ctx.pool.acquire(self.route.target, self, fresh=True)
+                return
+            self.relay_error(502, "upstream_closed", "the container closed the connection without a response")
+            return
+        # Mid-body: make the truncation unmistakable to the client.
+        self.finish(self.status)
+        conn.abort()
+
+    def upstream_bad_response(self, exc: HeadError) -> None:
+        self.relay_error(exc.status, exc.code, exc.message)
+
+    def upstream_timeout(self) -> None:
+        self.relay_error(504, "upstream_timeout", "the container did not answer in time")
+
+    # ------------------------------------------------------------------ ending
+    def relay_error(self, status: int, code: str, message: str, close_client: bool = False) -> None:
+        """The exchange cannot go on: an error answer if nothing was sent yet, else a cut."""
+        conn = self.conn
+        up = self.upstream
+        self.upstream = None
+        if up is not None:
+            up.transport.unregisterProducer()
+            up.release(reusable=False)
+        conn.unregister_producer()
+        if self.response_started:
+            self.finish(self.status, code)
+            conn.abort()
+            return
+        req = self.req
+        keep = can_keep(req) and not close_client and not self.receiving_body
+        data = forwarding.error_response(
+            status,
+            code,
+            message,
+            html_body=forwarding.prefers_html(req.header(b"accept")),
+            keep_alive=keep,
+            http10=req.http10,
+            head_only=req.method == b"HEAD",
+            origin=req.header(b"origin"),
+            starting=self.route is not self.ctx.api_route and forwarding.starting(req, code),
+        )
+        self.finish(status, code)
+        self.write(data)
+        self.uncork()
+        conn.exchange_over(keep)
+
+    def client_gone(self) -> None:
+        """The client's connection is going (lost, or cut by us): the container's answer has
+        nowhere to go."""
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.client_gone()
+
+    def finish(self, status: int, code: str | None = None) -> None:
+        """Account for the answered request, once: metrics and the access log line."""
+        if self.finished:
+            return
+        self.finished = True
+        ctx = self.ctx
+        now = ctx.reactor.seconds()
+        route = self.route
+        sid = route.service_id if route is not None else ""
+        started = self.started_at
+        duration = now - started
+        ctx.metrics.observe(sid, status, duration, self.req_bytes, self.resp_bytes)
+        if ctx.access_log.enabled:
+            ctx.access_log.request(
+                now,
+                sid,
+                self.req,
+                status,
+                self.req_bytes,
+                self.resp_bytes,
+                duration,
+                self.upstream_at - started if self.upstream_at else None,
+                self.conn.peer_ip,
+                code,
+                self.request_id,
+            )
+
+
+def _valid_accept(req: RequestHead, resp: ResponseHead) -> bool:
+    key = req.header(b"sec-websocket-key")
+    got = resp.header(b"sec-websocket-accept")
+    return key is not None and got is not None and got.strip() == forwarding.websocket_accept(key)
