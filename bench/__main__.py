@@ -78,7 +78,14 @@ def _min(limit: float, text: str):
 
 
 PEERS = ("nginx", "haproxy", "chp")
-LABELS = {"direct": "direct", "linx": "Linx", "nginx": "nginx", "haproxy": "HAProxy", "chp": "CHP"}
+LABELS = {
+    "direct": "direct",
+    "linx": "Linx",
+    "base": "Linx@base",
+    "nginx": "nginx",
+    "haproxy": "HAProxy",
+    "chp": "CHP",
+}
 
 
 # key, label, unit, format, (target text, check) or None
@@ -128,6 +135,13 @@ def parse_args(argv):
     p.add_argument("--transfer-mib", type=int, help="download/upload size in MiB (default 64; quick 8)")
     p.add_argument("--no-wrk", action="store_true", help="use the Python load generator")
     p.add_argument("--keep-logs", action="store_true", help="keep the run's directory and logs")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also measure the proxy of another checkout (e.g. a git worktree of an earlier commit) "
+        "as the target 'base', in the same run: before/after figures that can be compared",
+    )
     return p.parse_args(argv)
 
 
@@ -287,6 +301,20 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         Target("direct", f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{peer_port}"),
         Target("linx", linx_web, linx_peer, proxy.pids),
     ]
+    tok_urls = {"linx": linx_tok}
+    if args.baseline is not None:
+        base_proxy = Proxy(
+            reaper, redis.url, PREFIX, proxy_cpu, name="proxy-base", source=args.baseline.resolve()
+        )
+        base_proxy.wait_ready()
+        base_url = base_proxy.url + linx_web[len(proxy.url) :]
+        wait_until(
+            lambda: http_status(base_url + small_path) == 200, 10, "the baseline proxy", [base_proxy.child]
+        )
+        targets.append(
+            Target("base", base_url, base_proxy.url + linx_peer[len(proxy.url) :], base_proxy.pids)
+        )
+        meta["baseline"] = str(args.baseline)
     nginx_proxy = None
     if use_nginx:
         nport = free_port()
@@ -337,22 +365,23 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
                 record("keepalive_proxy_waited", t.name, waited)
                 note = f", proxy on CPU {busy:.0%}, waiting for it {waited:.0%}"
             _progress("keep-alive", t.name, f"{res['rps']:,.0f} req/s p99 {res['p99_ms']:.2f} ms{note}")
-            if t.name == "linx":
+            if t.name in tok_urls:
+                tok_url = tok_urls[t.name]
                 c0 = cpu_seconds(pids)
                 tres = loadgen.http_load(
-                    linx_tok + small_path, plan.conns, d, [f"X-Linx-Token: {token}"], cpus=load_cpu
+                    tok_url + small_path, plan.conns, d, [f"X-Linx-Token: {token}"], cpus=load_cpu
                 )
                 c1 = cpu_seconds(pids)
-                record("token", "linx", tres)
-                record("token_cpu_us", "linx", (c1 - c0) / max(1, tres["requests"]) * 1e6)
+                record("token", t.name, tres)
+                record("token_cpu_us", t.name, (c1 - c0) / max(1, tres["requests"]) * 1e6)
                 _progress("keep-alive token", t.name, f"{tres['rps']:,.0f} req/s")
                 c0 = cpu_seconds(pids)
                 qres = loadgen.http_load(
-                    f"{linx_tok}{small_path}?linx_token={token}", plan.conns, d, cpus=load_cpu
+                    f"{tok_url}{small_path}?linx_token={token}", plan.conns, d, cpus=load_cpu
                 )
                 c1 = cpu_seconds(pids)
-                record("query", "linx", qres)
-                record("query_cpu_us", "linx", (c1 - c0) / max(1, qres["requests"]) * 1e6)
+                record("query", t.name, qres)
+                record("query_cpu_us", t.name, (c1 - c0) / max(1, qres["requests"]) * 1e6)
                 _progress("keep-alive query", t.name, f"{qres['rps']:,.0f} req/s")
         for t in order:
             res = loadgen.http_load(t.web + small_path, plan.many_conns, d, cpus=load_cpu)
@@ -498,10 +527,11 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         fig["upload_MBps"][n] = med("upload", n)
         fig["ws_echo_msgs"][n] = med("ws_small", n, "msgs_per_s")
         fig["ws_1mib_MBps"][n] = med("ws_big", n, "MBps")
-    fig["token_keepalive_rps"]["linx"] = med("token", "linx", "rps")
-    fig["token_cpu_us_per_req"]["linx"] = med("token_cpu_us", "linx")
-    fig["query_keepalive_rps"]["linx"] = med("query", "linx", "rps")
-    fig["query_cpu_us_per_req"]["linx"] = med("query_cpu_us", "linx")
+    for n in tok_urls:
+        fig["token_keepalive_rps"][n] = med("token", n, "rps")
+        fig["token_cpu_us_per_req"][n] = med("token_cpu_us", n)
+        fig["query_keepalive_rps"][n] = med("query", n, "rps")
+        fig["query_cpu_us_per_req"][n] = med("query_cpu_us", n)
     fig["idle_rss_mib"]["linx"] = idle_rss
     fig["peak_rss_mib"].update(peak)
     fig["idle_rss_mib"].update(peer_idle)

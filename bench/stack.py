@@ -27,14 +27,16 @@ PAGE = 4096
 
 
 class Child:
-    def __init__(self, name: str, args: list[str], log: Path, env: dict | None = None, pipe: bool = False):
+    def __init__(
+        self, name: str, args: list[str], log: Path, env: dict | None = None, pipe: bool = False, cwd=ROOT
+    ):
         self.name = name
         self.args = args
         self.log = log
         self._logf = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             args,
-            cwd=str(ROOT),
+            cwd=str(cwd),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe else self._logf,
@@ -102,8 +104,10 @@ class Reaper:
         self.redis: RedisProcess | None = None
         self.keep_dir = keep_dir
 
-    def spawn(self, name: str, args: list[str], env: dict | None = None, pipe: bool = False) -> Child:
-        child = Child(name, args, self.dir / f"{name}-{len(self.children)}.log", env=env, pipe=pipe)
+    def spawn(
+        self, name: str, args: list[str], env: dict | None = None, pipe: bool = False, cwd=ROOT
+    ) -> Child:
+        child = Child(name, args, self.dir / f"{name}-{len(self.children)}.log", env=env, pipe=pipe, cwd=cwd)
         self.children.append(child)
         return child
 
@@ -313,8 +317,17 @@ class ControlPlane:
 
 
 class Proxy:
+    """A proxy process; ``source``: run the dataplane of another checkout (a baseline)."""
+
     def __init__(
-        self, reaper: Reaper, redis_url: str, prefix: str, cpus: str | None, workers: int = 1, name="proxy"
+        self,
+        reaper: Reaper,
+        redis_url: str,
+        prefix: str,
+        cpus: str | None,
+        workers: int = 1,
+        name="proxy",
+        source: Path | None = None,
     ):
         self.port = free_port()
         self.admin_port = free_port()
@@ -329,7 +342,9 @@ class Proxy:
         )
         args = [sys.executable, "-m", "dataplane"] + (["--workers", str(workers)] if workers > 1 else [])
         self.started = time.monotonic()
-        self.child = reaper.spawn(name, pinned(args, cpus), env=env)
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
+        self.child = reaper.spawn(name, pinned(args, cpus), env=env, cwd=source or ROOT)
 
     def ready(self) -> bool:
         return http_status(self.admin_url + "/readyz", timeout=0.5) == 200
