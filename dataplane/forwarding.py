@@ -60,8 +60,43 @@ def upstream_request_head(
     request_id: bytes | None = None,
 ) -> bytes:
     """The head to send to the container for ``req`` (``target``: path and query to use)."""
+    # What depends on the client's head alone is worked out once per distinct head (parsed
+    # heads are shared between identical ones, see ``http_head.HeadMemo``).
+    memo = req.memo
+    if memo is None:
+        memo = req.memo = {}
+    key = trusted * 2 + (request_id is not None)
+    kept = memo.get(key)
+    if kept is None:
+        kept = memo[key] = _forwarded_fields(req, trusted, request_id is not None)
+    fields, xff, proto, host = kept
+    out = [req.method, b" ", target, b" HTTP/1.1\r\n", fields]
+    for cookie in cookies:
+        out += (b"Cookie: ", cookie, b"\r\n")
+    out += (b"X-Forwarded-For: ", xff + client_ip if xff else client_ip, b"\r\n")
+    out += (b"X-Forwarded-Proto: ", proto or scheme, b"\r\n")
+    out += (b"X-Forwarded-Host: ", host or req.host, b"\r\n")
+    if prefix is not None:
+        out += (b"X-Forwarded-Prefix: ", prefix, b"\r\n")
+    if request_id is not None:
+        out += (b"X-Request-Id: ", request_id, b"\r\n")
+    if websocket:
+        out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+    if req.framing == Framing.LENGTH:
+        out.append(b"Content-Length: %d\r\n" % req.content_length)
+    elif req.framing == Framing.CHUNKED:
+        out.append(b"Transfer-Encoding: chunked\r\n")
+    out.append(b"\r\n")
+    return b"".join(out)
+
+
+def _forwarded_fields(
+    req: RequestHead, trusted: bool, own_request_id: bool
+) -> tuple[bytes, bytes, bytes | None, bytes | None]:
+    """The client's fields that go on (joined), and a trusted peer's ``X-Forwarded-For``
+    (joined, with the separator for the client's address), ``-Proto`` and ``-Host``."""
     drop = HOP_BY_HOP | (req.connection_tokens - _NEVER_HOP_BY_HOP)
-    out = [req.method, b" ", target, b" HTTP/1.1\r\n"]
+    out: list[bytes] = []
     xff: list[bytes] = []
     proto = host = None
     for name, value in req.headers:
@@ -84,27 +119,10 @@ def upstream_request_head(
             value = strip_token_subprotocols(value)
             if not value:
                 continue
-        elif lname == b"x-request-id" and request_id is not None:
+        elif lname == b"x-request-id" and own_request_id:
             continue
         out += (name, b": ", value, b"\r\n")
-    for cookie in cookies:
-        out += (b"Cookie: ", cookie, b"\r\n")
-    xff.append(client_ip)
-    out += (b"X-Forwarded-For: ", b", ".join(xff), b"\r\n")
-    out += (b"X-Forwarded-Proto: ", proto or scheme, b"\r\n")
-    out += (b"X-Forwarded-Host: ", host or req.host, b"\r\n")
-    if prefix is not None:
-        out += (b"X-Forwarded-Prefix: ", prefix, b"\r\n")
-    if request_id is not None:
-        out += (b"X-Request-Id: ", request_id, b"\r\n")
-    if websocket:
-        out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
-    if req.framing == Framing.LENGTH:
-        out.append(b"Content-Length: %d\r\n" % req.content_length)
-    elif req.framing == Framing.CHUNKED:
-        out.append(b"Transfer-Encoding: chunked\r\n")
-    out.append(b"\r\n")
-    return b"".join(out)
+    return b"".join(out), b"".join(v + b", " for v in xff), proto, host
 
 
 def strip_token_subprotocols(value: bytes) -> bytes:
@@ -232,6 +250,30 @@ def client_response_head(
     rewrite: PrefixRewrite | None = None,
 ) -> bytes:
     """The head to send to the client for the container's ``resp``, re-framed as ``framing``."""
+    memo = resp.memo
+    if memo is None:
+        fields = resp.fields
+        memo = resp.memo = {"rewritable": any(name in fields for name in _REWRITTEN)}
+    if extra or upgrade or (rewrite is not None and memo["rewritable"]):
+        return _client_response_head(resp, framing, keep_alive, extra, upgrade, http10, rewrite)
+    # The common case depends on the container's head and three flags alone: made once per
+    # distinct head (parsed heads are shared between identical ones, see http_head.HeadMemo).
+    key = framing * 4 + keep_alive * 2 + http10
+    head = memo.get(key)
+    if head is None:
+        head = memo[key] = _client_response_head(resp, framing, keep_alive, extra, False, http10, None)
+    return head
+
+
+def _client_response_head(
+    resp: ResponseHead,
+    framing: int,
+    keep_alive: bool,
+    extra: list[bytes],
+    upgrade: bool,
+    http10: bool,
+    rewrite: PrefixRewrite | None,
+) -> bytes:
     reason = resp.reason or _reason(resp.status)
     out = [b"HTTP/1.1 %d " % resp.status, reason, b"\r\n"]
     drop = HOP_BY_HOP | resp.connection_tokens if resp.connection_tokens else HOP_BY_HOP

@@ -98,6 +98,7 @@ class RequestHead:
         "keep_alive",
         "upgrade",
         "connection_tokens",
+        "memo",
     )
 
     def __init__(self) -> None:
@@ -112,6 +113,8 @@ class RequestHead:
         self.keep_alive = True
         self.upgrade: bytes | None = None  # lower-cased protocol when Connection: upgrade
         self.connection_tokens: frozenset[bytes] = frozenset()
+        # What ``forwarding`` derives from this head alone, kept for the next identical head
+        self.memo: dict | None = None
 
     def header(self, lower_name: bytes) -> bytes | None:
         """The first value of a header (``lower_name`` lower-cased)."""
@@ -131,8 +134,51 @@ class RequestHead:
         return self.framing == Framing.CHUNKED or (self.framing == Framing.LENGTH and self.content_length > 0)
 
 
+class HeadMemo:
+    """Parsed heads by their exact bytes, so a head seen before costs one dict lookup.
+
+    Parsing is a pure function of the bytes, and parsed heads are never changed after
+    parsing, so one object may serve every identical head. Bounded: at ``entries`` it starts
+    over (a client sending ever-new heads only costs the lookup and a clear now and then);
+    heads over ``max_bytes`` are not kept. Refused heads are never kept: each raises anew.
+    """
+
+    __slots__ = ("heads", "entries", "max_bytes")
+
+    def __init__(self, entries: int = 1024, max_bytes: int = 4096) -> None:
+        self.heads: dict[bytes, object] = {}
+        self.entries = entries
+        self.max_bytes = max_bytes
+
+    def get(self, head: bytes):
+        return self.heads.get(head)
+
+    def put(self, head: bytes, parsed) -> None:
+        if len(head) > self.max_bytes:
+            return
+        heads = self.heads
+        if len(heads) >= self.entries:
+            heads.clear()
+        heads[head] = parsed
+
+
+_REQUESTS = HeadMemo()
+_RESPONSES = HeadMemo()
+_HEAD_RESPONSES = HeadMemo(256)  # answers to HEAD requests: no body whatever the framing says
+
+
 def parse_request_head(head: bytes, max_headers: int) -> RequestHead:
-    """Parse ``head`` (ending in CRLF CRLF). Raise HeadError(400 or 431) on anything doubtful."""
+    """Parse ``head`` (ending in CRLF CRLF). Raise HeadError(400 or 431) on anything doubtful.
+    A head identical to one seen before (same bytes, same limit) is not parsed again."""
+    hit = _REQUESTS.get(head)
+    if hit is not None and hit[0] == max_headers:
+        return hit[1]
+    req = _parse_request_head(head, max_headers)
+    _REQUESTS.put(head, (max_headers, req))
+    return req
+
+
+def _parse_request_head(head: bytes, max_headers: int) -> RequestHead:
     _check_line_endings(head, 400)
     line_end = head.find(CRLF)
     parts = head[:line_end].split(b" ")
@@ -242,6 +288,7 @@ class ResponseHead:
         "framing",
         "content_length",
         "keep_alive",
+        "memo",
     )
 
     def __init__(self) -> None:
@@ -254,6 +301,7 @@ class ResponseHead:
         self.framing = Framing.NONE
         self.content_length = 0
         self.keep_alive = True
+        self.memo: dict | None = None  # client heads made from it, by how they were framed
 
     def header(self, lower_name: bytes) -> bytes | None:
         """The first value of a header (``lower_name`` lower-cased)."""
@@ -262,7 +310,17 @@ class ResponseHead:
 
 
 def parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
-    """Parse an upstream response head; any doubt is a HeadError(502)."""
+    """Parse an upstream response head; any doubt is a HeadError(502). Identical heads (a
+    container's answers differ mostly in ``Date``, once a second) are parsed once."""
+    memo = _HEAD_RESPONSES if request_method == b"HEAD" else _RESPONSES
+    resp = memo.get(head)
+    if resp is None:
+        resp = _parse_response_head(head, request_method)
+        memo.put(head, resp)
+    return resp
+
+
+def _parse_response_head(head: bytes, request_method: bytes) -> ResponseHead:
     _check_line_endings(head, 502)
     line_end = head.find(CRLF)
     version_text, _, rest = head[:line_end].partition(b" ")
