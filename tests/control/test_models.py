@@ -285,19 +285,8 @@ def test_defaults_of_a_publication():
 
 def test_null_is_accepted_where_it_means_something():
     assert parse(models.ShareLinkCreate, {"ttl_secs": None, "label": None}).ttl_secs is None
-    created = parse(
-        models.ContainerCreate,
-        {
-            "tenant_id": "ten_1",
-            "container_id": None,
-            "name": None,
-            "address": "10.0.0.1",
-            "networking_enabled": True,
-            "state": "running",
-            "exec_ready": True,
-            "network_ready": True,
-        },
-    )
+    registration = {k: v for k, v in CONTAINER.public().items() if k in models.ContainerCreate.model_fields}
+    created = parse(models.ContainerCreate, {**registration, "container_id": None, "name": None})
     assert created.container_id is None and created.name is None
 
 
