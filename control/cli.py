@@ -35,7 +35,17 @@ import requests
 from click.core import ParameterSource
 
 from control.client import DEFAULT_TIMEOUT, Client, LinxError, connection_reason
-from shared.records import AUTH_MODES, CONTAINER_STATES, CORS_MODES, MAX_TTL_SECS, ROUTING_MODES
+from shared.records import (
+    AUTH_MODES,
+    CONTAINER_STATES,
+    CORS_MODES,
+    MAX_TTL_SECS,
+    ROUTING_MODES,
+    AuthMode,
+    ContainerState,
+    CorsMode,
+    RoutingMode,
+)
 
 DEFAULT_API_URL = "http://127.0.0.1:8000"
 DEFAULT_PROXY_ADMIN_URL = "http://127.0.0.1:9090"
@@ -292,7 +302,9 @@ def containers_cmd(settings: Settings, as_json: bool) -> None:
 @click.option("--websockets", is_flag=True, help="Allow WebSocket upgrades.")
 @click.option("--ttl", type=Duration(), help="Expire after this long: 3600, 30m, 1h, 7d.")
 @click.option("--public", is_flag=True, help="No token: anyone with the URL may open it.")
-@click.option("--routing", type=click.Choice(ROUTING_MODES), help="path (default) or host routing.")
+@click.option(
+    "--routing", type=click.Choice(ROUTING_MODES), help="Default: the deployment's LINX_DEFAULT_ROUTING."
+)
 @click.option(
     "--cors-preflight",
     type=click.Choice(CORS_MODES),
@@ -313,8 +325,8 @@ def publish_cmd(
     websockets: bool,
     ttl: int | None,
     public: bool,
-    routing: str | None,
-    cors_preflight: str | None,
+    routing: RoutingMode | None,
+    cors_preflight: CorsMode | None,
     keep_prefix: bool,
     as_json: bool,
 ) -> None:
@@ -381,7 +393,7 @@ def rotate_cmd(settings: Settings, service_id: str, as_json: bool) -> None:
 @cli.command("patch")
 @click.argument("service_id", metavar="SERVICE")
 @click.option("--ttl", type=Duration(allow_none=True), default=None, help="New TTL from now, or none.")
-@click.option("--auth-mode", type=click.Choice(AUTH_MODES), help="service_token or public.")
+@click.option("--auth-mode", type=click.Choice(AUTH_MODES), help="public: no token needed.")
 @click.option("--cors-preflight", type=click.Choice(CORS_MODES))
 @click.option(
     "--keep-prefix/--strip-prefix",
@@ -395,8 +407,8 @@ def patch_cmd(
     ctx: click.Context,
     service_id: str,
     ttl: int | None,
-    auth_mode: str | None,
-    cors_preflight: str | None,
+    auth_mode: AuthMode | None,
+    cors_preflight: CorsMode | None,
     keep_prefix: bool | None,
     as_json: bool,
 ) -> None:
@@ -689,7 +701,7 @@ def container_register_cmd(
     address: str,
     name: str | None,
     container_id: str | None,
-    state: str,
+    state: ContainerState,
     networking_enabled: bool | None,
     network_ready: bool | None,
     exec_ready: bool | None,
@@ -719,7 +731,7 @@ def container_register_cmd(
 def container_patch_cmd(
     settings: Settings,
     container_id: str,
-    state: str | None,
+    state: ContainerState | None,
     address: str | None,
     networking_enabled: bool | None,
     network_ready: bool | None,

@@ -39,6 +39,8 @@ from urllib.parse import quote
 
 import requests
 
+from shared.records import AuthMode, ContainerState, CorsMode, RoutingMode, ServiceProtocol, Status
+
 __all__ = [
     "Client",
     "LinxApiError",
@@ -52,7 +54,7 @@ DEFAULT_TIMEOUT = 10.0
 # Statuses after which waiting longer cannot help: an expired service stays expired, and an
 # "error" record needs a change by someone. "target_unreachable" is final only by default
 # (``keep_waiting`` treats it as a target still starting).
-_FINAL_STATUSES = ("expired", "error")
+_FINAL_STATUSES: tuple[Status, ...] = ("expired", "error")
 _ERRNO = re.compile(r"\[Errno -?\d+\][^'\")]*")
 
 
@@ -216,7 +218,7 @@ class Client:
         *,
         name: str | None = None,
         container_id: str | None = None,
-        state: str = "running",
+        state: ContainerState = "running",
         networking_enabled: bool = True,
         exec_ready: bool = True,
         network_ready: bool = True,
@@ -271,11 +273,11 @@ class Client:
         target_port: int,
         *,
         enable_websockets: bool | None = None,
-        auth_mode: str | None = None,
+        auth_mode: AuthMode | None = None,
         ttl_secs: int | None = None,
-        routing: str | None = None,
-        cors_preflight: str | None = None,
-        protocol: str | None = None,
+        routing: RoutingMode | None = None,
+        cors_preflight: CorsMode | None = None,
+        protocol: ServiceProtocol | None = None,
         strip_prefix: bool | None = None,
     ) -> dict:
         """Publish ``target_port`` of a container: the new service record (with ``public_url``

@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 from redis.exceptions import WatchError
 
 from control.errors import ApiError, not_found
-from control.validation import ContainerCreate, ServiceCreate, ShareLinkCreate, valid_id
+from control.models import ContainerCreate, ServiceCreate, ShareLinkCreate
+from control.validation import valid_id
 from shared import ids
 from shared.records import ApiKey, Container, Service, ShareLink, Tenant
-from shared.schema import HEARTBEAT_FIELDS, Readiness, Schema
+from shared.schema import Readiness, Schema
 from shared.tokens import SigningKey, api_key_digest
 
 log = logging.getLogger(__name__)
@@ -540,11 +541,8 @@ class Store:
 
     # ------------------------------------------------------------------------------- sweep
     def proxies(self, now: float) -> list[dict[str, Any]]:
-        """Live proxy heartbeats, in the documented field order."""
-        return [
-            {k: beat.get(k) for k in HEARTBEAT_FIELDS}
-            for beat in self.schema.list_heartbeats(self.client, now)
-        ]
+        """Live proxy heartbeats, as the proxies wrote them."""
+        return self.schema.list_heartbeats(self.client, now)
 
     def sweep_expired(self, now: float | None = None) -> list[str]:
         """Remove services whose retention after expiry has passed, each in its own

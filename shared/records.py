@@ -9,15 +9,26 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Literal, get_args
 
 from shared.tokens import SigningKey, sign
 
-CONTAINER_STATES = ("created", "running", "stopped", "exited")
-AUTH_MODES = ("service_token", "public")
-ROUTING_MODES = ("path", "host")
-CORS_MODES = ("deny", "passthrough")
-STATUSES = ("pending", "ready", "target_unreachable", "expired", "error")
+# The enumerations of the API, each declared once: the Literal types annotate the records and
+# the control plane's models; the tuples are their values, in order (CLI choices, checks).
+ContainerState = Literal["created", "running", "stopped", "exited"]
+AuthMode = Literal["service_token", "public"]
+RoutingMode = Literal["path", "host"]
+CorsMode = Literal["deny", "passthrough"]
+ServiceProtocol = Literal["http"]
+Status = Literal["pending", "ready", "target_unreachable", "expired", "error"]
+
+CONTAINER_STATES: tuple[ContainerState, ...] = get_args(ContainerState)
+AUTH_MODES: tuple[AuthMode, ...] = get_args(AuthMode)
+ROUTING_MODES: tuple[RoutingMode, ...] = get_args(RoutingMode)
+CORS_MODES: tuple[CorsMode, ...] = get_args(CorsMode)
+PROTOCOLS: tuple[ServiceProtocol, ...] = get_args(ServiceProtocol)
+STATUSES: tuple[Status, ...] = get_args(Status)
 SERVICE_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 MAX_TTL_SECS = 31_536_000
 
@@ -46,12 +57,9 @@ class Tenant:
     keys: tuple[ApiKey, ...] = ()
 
     def public(self) -> dict:
-        return {
-            "tenant_id": self.tenant_id,
-            "name": self.name,
-            "created_at": self.created_at,
-            "key_ids": [k.key_id for k in self.keys],
-        }
+        """Every field but the keys' digests: the keys appear as their ids."""
+        view = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "keys"}
+        return {**view, "key_ids": [k.key_id for k in self.keys]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +69,7 @@ class Container:
     name: str | None
     address: str
     networking_enabled: bool
-    state: str
+    state: ContainerState
     exec_ready: bool
     network_ready: bool
     created_at: int
@@ -73,18 +81,8 @@ class Container:
         return self.state == "running" and self.network_ready and self.networking_enabled
 
     def public(self) -> dict:
-        return {
-            "container_id": self.container_id,
-            "tenant_id": self.tenant_id,
-            "name": self.name,
-            "address": self.address,
-            "networking_enabled": self.networking_enabled,
-            "state": self.state,
-            "exec_ready": self.exec_ready,
-            "network_ready": self.network_ready,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
+        """Every field, in order (a container record holds no secret)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,15 +100,15 @@ class Service:
     container_id: str
     name: str
     target_port: int
-    protocol: str
+    protocol: ServiceProtocol
     enable_websockets: bool
-    auth_mode: str
+    auth_mode: AuthMode
     created_at: int
     updated_at: int
     expires_at: int | None
     token_key: SigningKey
-    routing: str = "path"
-    cors_preflight: str = "deny"
+    routing: RoutingMode = "path"
+    cors_preflight: CorsMode = "deny"
     strip_prefix: bool = True  # path routing: the container gets the path without /linx/<id>
     share_links: tuple[ShareLink, ...] = field(default=())
 

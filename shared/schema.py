@@ -64,19 +64,7 @@ class FeedGap(Exception):
 # HEARTBEAT_TTL_SECS have passed without one (SPEC section 7: within 30 s).
 HEARTBEAT_SECS = 5
 HEARTBEAT_TTL_SECS = 15
-# What GET /api/admin/proxies shows of each, in order (the first eight are SPEC section 7's).
-HEARTBEAT_FIELDS = (
-    "proxy_id",
-    "host",
-    "version",
-    "routes",
-    "open_connections",
-    "sync_lag_secs",
-    "started_at",
-    "last_seen_at",
-    "last_full_sync_at",
-    "pid",
-)
+# What GET /api/admin/proxies shows of each is the control plane's model (control.models.Proxy).
 
 
 class Keys:

@@ -1,9 +1,10 @@
 """``GET /api/openapi.json``: the OpenAPI 3 description of every route, served without auth.
 
-Written by hand next to the code it describes; tests check that it is valid OpenAPI, that it
-lists exactly the app's routes, and (with schemathesis) that the server's answers match it.
-Request schemas are never stricter than the server's validation, so anything they reject the
-server rejects too.
+The paths and responses are written here, next to the views they describe; the schemas of
+bodies and records are derived from ``control.models``, the declarations the server validates
+and answers with, so the two cannot drift. Tests check that the document is valid OpenAPI,
+that it lists exactly the app's routes, and (with schemathesis) that the server's answers
+match it.
 """
 
 from __future__ import annotations
@@ -13,260 +14,63 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
 
-from control.validation import ID_RE, MAX_CONTAINER_NAME, MAX_LINK_LABEL, MAX_TENANT_NAME
-from shared.records import (
-    AUTH_MODES,
-    CONTAINER_STATES,
-    CORS_MODES,
-    MAX_TTL_SECS,
-    ROUTING_MODES,
-    STATUSES,
-)
-from shared.schema import HEARTBEAT_FIELDS
+from control import models
 
 bp = Blueprint("openapi", __name__, url_prefix="/api")
 
 _REF = "#/components/schemas/"
-
-STRIP_PREFIX_TEXT = (
-    "path routing only: false sends the container the whole /linx/<service_id>/... path and no "
-    "X-Forwarded-Prefix (with host routing: 422 strip_prefix_needs_path_routing)"
-)
+_STR = {"type": "string"}
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": _REF + name}
 
 
-def _obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict:
-    schema: dict[str, Any] = {"type": "object", "properties": properties}
-    if required:
-        schema["required"] = list(required)
-    schema.update(extra)
-    return schema
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "nullable": True}
-
-
-_INT = {"type": "integer"}
-_TS = {"type": "integer", "description": "Unix seconds"}
-_STR = {"type": "string"}
-_BOOL = {"type": "boolean"}
-_TTL = {"type": "integer", "minimum": 1, "maximum": MAX_TTL_SECS}
-_ADDRESS = {
-    "type": "string",
-    "description": "IPv4 or IPv6 literal; host names are refused (the relay path does no DNS)",
-    "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
-}
-_SERVICE_NAME = {
-    "type": "string",
-    "minLength": 1,
-    "maxLength": 63,
-    "pattern": "^[a-z0-9]([a-z0-9-]*[a-z0-9])?$",
-}
-
-
 def _schemas() -> dict[str, Any]:
-    container_fields = {
-        "container_id": _STR,
-        "tenant_id": _STR,
-        "name": _nullable(_STR),
-        "address": _STR,
-        "networking_enabled": _BOOL,
-        "state": {"type": "string", "enum": list(CONTAINER_STATES)},
-        "exec_ready": _BOOL,
-        "network_ready": _BOOL,
-        "created_at": _TS,
-        "updated_at": _TS,
-    }
-    service_fields = {
-        "service_id": _STR,
-        "container_id": _STR,
-        "name": _STR,
-        "target_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-        "protocol": {"type": "string", "enum": ["http"]},
-        "enable_websockets": _BOOL,
-        "auth_mode": {"type": "string", "enum": list(AUTH_MODES)},
-        "routing": {"type": "string", "enum": list(ROUTING_MODES)},
-        "cors_preflight": {"type": "string", "enum": list(CORS_MODES)},
-        "strip_prefix": _BOOL,
-        "public_url": {
-            "type": "string",
-            "description": "carries ?linx_token=<token> in service_token mode",
-        },
-        "websocket_url": _nullable(
-            {"type": "string", "description": "ws/wss form of public_url; null without websockets"}
-        ),
-        "status": {"type": "string", "enum": list(STATUSES)},
-        "created_at": _TS,
-        "updated_at": _TS,
-        "expires_at": _nullable(_TS),
-    }
-    link_fields = {
-        "link_id": _STR,
-        "label": _nullable(_STR),
-        "expires_at": _nullable(_TS),
-        "created_at": _TS,
-        "last_used_at": _nullable(_TS),
-    }
-    return {
-        "Error": _obj(
-            {
-                "error": _obj(
-                    {
-                        "code": {"type": "string", "pattern": "^[a-z][a-z0-9_]*$"},
-                        "message": _STR,
-                        "field": {"type": "string", "description": "the request field at fault"},
-                    },
-                    ("code", "message"),
-                )
-            },
-            ("error",),
-        ),
-        "Empty": _obj({}, additionalProperties=False, description="no fields (body optional)"),
-        "TenantCreate": _obj(
-            {"name": {"type": "string", "minLength": 1, "maxLength": MAX_TENANT_NAME}},
-            ("name",),
-            additionalProperties=False,
-        ),
-        "TenantCreated": _obj(
-            {
-                "tenant_id": _STR,
-                "name": _STR,
-                "created_at": _TS,
-                "key_id": _STR,
-                "api_key": {"type": "string", "description": "shown only in this answer"},
-            },
-            ("tenant_id", "name", "created_at", "key_id", "api_key"),
-        ),
-        "Tenant": _obj(
-            {
-                "tenant_id": _STR,
-                "name": _STR,
-                "created_at": _TS,
-                "key_ids": {"type": "array", "items": _STR},
-            },
-            ("tenant_id", "name", "created_at", "key_ids"),
-        ),
-        "TenantList": _obj({"tenants": {"type": "array", "items": _ref("Tenant")}}, ("tenants",)),
-        "Proxy": _obj(
-            {
-                "proxy_id": _STR,
-                "host": _STR,
-                "version": _STR,
-                "routes": _INT,
-                "open_connections": _INT,
-                "sync_lag_secs": _nullable(
-                    {"type": "number", "description": "seconds since the last Redis exchange"}
-                ),
-                "started_at": _TS,
-                "last_seen_at": _TS,
-                "last_full_sync_at": _nullable(_TS),
-                "pid": _INT,
-            },
-            HEARTBEAT_FIELDS[:8],
-        ),
-        "ProxyList": _obj({"proxies": {"type": "array", "items": _ref("Proxy")}}, ("proxies",)),
-        "ApiKeyCreated": _obj(
-            {"key_id": _STR, "api_key": _STR, "created_at": _TS},
-            ("key_id", "api_key", "created_at"),
-        ),
-        "ContainerCreate": _obj(
-            {
-                "tenant_id": _STR,
-                "container_id": _nullable(
-                    {
-                        "type": "string",
-                        "pattern": ID_RE.pattern,
-                        "description": "generated (ctr_…) when absent",
-                    }
-                ),
-                "name": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_CONTAINER_NAME}),
-                "address": _ADDRESS,
-                "networking_enabled": _BOOL,
-                "state": {"type": "string", "enum": list(CONTAINER_STATES)},
-                "exec_ready": _BOOL,
-                "network_ready": _BOOL,
-            },
-            (
-                "tenant_id",
-                "address",
-                "networking_enabled",
-                "state",
-                "exec_ready",
-                "network_ready",
-            ),
-            additionalProperties=False,
-        ),
-        "ContainerPatch": _obj(
-            {
-                "address": _ADDRESS,
-                "networking_enabled": _BOOL,
-                "state": {"type": "string", "enum": list(CONTAINER_STATES)},
-                "exec_ready": _BOOL,
-                "network_ready": _BOOL,
-            },
-            minProperties=1,
-            additionalProperties=False,
-        ),
-        "Container": _obj(container_fields, tuple(container_fields)),
-        "ContainerList": _obj({"containers": {"type": "array", "items": _ref("Container")}}, ("containers",)),
-        "ServiceCreate": _obj(
-            {
-                "name": _SERVICE_NAME,
-                "target_port": {"type": "integer", "minimum": 1, "maximum": 65535},
-                "protocol": {"type": "string", "enum": ["http"], "default": "http"},
-                "enable_websockets": {"type": "boolean", "default": False},
-                "auth_mode": {
-                    "type": "string",
-                    "enum": list(AUTH_MODES),
-                    "default": "service_token",
-                },
-                "ttl_secs": _nullable({**_TTL, "description": "absent or null: no expiry"}),
-                "routing": {
-                    "type": "string",
-                    "enum": list(ROUTING_MODES),
-                    "description": "default from LINX_DEFAULT_ROUTING; host needs LINX_SERVICE_DOMAIN",
-                },
-                "cors_preflight": {"type": "string", "enum": list(CORS_MODES), "default": "deny"},
-                "strip_prefix": {"type": "boolean", "default": True, "description": STRIP_PREFIX_TEXT},
-            },
-            ("name", "target_port"),
-            additionalProperties=False,
-        ),
-        "ServicePatch": _obj(
-            {
-                "ttl_secs": _nullable({**_TTL, "description": "counted from now; null removes the expiry"}),
-                "auth_mode": {"type": "string", "enum": list(AUTH_MODES)},
-                "cors_preflight": {"type": "string", "enum": list(CORS_MODES)},
-                "strip_prefix": {"type": "boolean", "description": STRIP_PREFIX_TEXT},
-            },
-            minProperties=1,
-            additionalProperties=False,
-        ),
-        "Service": _obj(service_fields, tuple(service_fields)),
-        "ServiceList": _obj({"services": {"type": "array", "items": _ref("Service")}}, ("services",)),
-        "ShareLinkCreate": _obj(
-            {
-                "ttl_secs": _nullable(
-                    {**_TTL, "description": "absent or null: as long as the service lives"}
-                ),
-                "label": _nullable({"type": "string", "minLength": 1, "maxLength": MAX_LINK_LABEL}),
-            },
-            additionalProperties=False,
-        ),
-        "ShareLink": _obj(link_fields, tuple(link_fields)),
-        "ShareLinkCreated": _obj(
-            {**link_fields, "url": {"type": "string", "description": "carries the link's token"}},
-            (*link_fields, "url"),
-        ),
-        "ShareLinkList": _obj(
-            {"share_links": {"type": "array", "items": _ref("ShareLink")}}, ("share_links",)
-        ),
-    }
+    """``components.schemas``: every model of ``control.models.COMPONENTS``, by class name.
+
+    Request bodies are described as they are validated, answers as they are serialised.
+    """
+    pairs = [
+        (model, "validation" if issubclass(model, models.Body) else "serialization")
+        for model in models.COMPONENTS
+    ]
+    _, top = models_json_schema(pairs, ref_template=_REF + "{model}")
+    defs = top["$defs"]
+    names = [model.__name__ for model in models.COMPONENTS]
+    if set(defs) != set(names):
+        raise RuntimeError(
+            f"models.COMPONENTS and the schemas they use differ: {sorted(set(defs) ^ set(names))}"
+        )
+    return {name: _openapi(defs[name]) for name in names}
+
+
+_NULL = {"type": "null"}
+
+
+def _openapi(node: Any) -> Any:
+    """A pydantic JSON Schema (2020-12) node in OpenAPI 3.0's dialect: ``X | None`` becomes
+    ``nullable``, ``const`` a one-value ``enum``; titles (made from field names) are dropped."""
+    if isinstance(node, list):
+        return [_openapi(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _openapi(v) for k, v in node.items() if k not in ("title", "anyOf", "const")}
+    if "const" in node:
+        out["enum"] = [node["const"]]
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o != _NULL]
+        if len(options) == len(node["anyOf"]):
+            out["anyOf"] = _openapi(options)
+        else:
+            (only,) = options  # a union with null is one type or null, never more here
+            inner = _openapi(only)
+            # A $ref takes no siblings in OpenAPI 3.0: a nullable reference is an allOf of one.
+            out = {**({"allOf": [inner]} if "$ref" in inner else inner), **out, "nullable": True}
+    return out
 
 
 _ERRORS = {
@@ -288,7 +92,7 @@ def _responses() -> dict[str, Any]:
     out = {
         f"E{status}": {
             "description": text,
-            "content": {"application/json": {"schema": _ref("Error")}},
+            **_json(models.Error),
         }
         for status, text in _ERRORS.items()
     }
@@ -297,16 +101,16 @@ def _responses() -> dict[str, Any]:
     return out
 
 
-def _json(schema: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": _ref(schema)}}}
+def _json(model: type[BaseModel]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(model.__name__)}}}
 
 
 def _op(
     summary: str,
     *,
     security: str,
-    ok: tuple[int, str | None],
-    body: str | None = None,
+    ok: tuple[int, type[BaseModel] | None],
+    body: type[models.Body] | None = None,
     body_optional: bool = False,
     errors: tuple[int, ...] = (),
     params: tuple[str, ...] = (),
@@ -343,21 +147,23 @@ def _paths() -> dict[str, Any]:
     admin, tenant = "adminToken", "apiKey"
     return {
         "/api/admin/proxies": {
-            "get": _op("List live proxy replicas (heartbeats)", security=admin, ok=(200, "ProxyList")),
+            "get": _op("List live proxy replicas (heartbeats)", security=admin, ok=(200, models.ProxyList)),
         },
         "/api/admin/tenants": {
-            "post": _op("Create tenant", security=admin, ok=(201, "TenantCreated"), body="TenantCreate"),
-            "get": _op("List tenants", security=admin, ok=(200, "TenantList")),
+            "post": _op(
+                "Create tenant", security=admin, ok=(201, models.TenantCreated), body=models.TenantCreate
+            ),
+            "get": _op("List tenants", security=admin, ok=(200, models.TenantList)),
         },
         "/api/admin/tenants/{tenant_id}": {
-            "get": _op("Get tenant", security=admin, ok=(200, "Tenant"), params=("tenant_id",)),
+            "get": _op("Get tenant", security=admin, ok=(200, models.Tenant), params=("tenant_id",)),
         },
         "/api/admin/tenants/{tenant_id}/keys": {
             "post": _op(
                 "Create API key",
                 security=admin,
-                ok=(201, "ApiKeyCreated"),
-                body="Empty",
+                ok=(201, models.ApiKeyCreated),
+                body=models.Empty,
                 body_optional=True,
                 errors=(429,),
                 params=("tenant_id",),
@@ -370,14 +176,14 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Register container",
                 security=admin,
-                ok=(201, "Container"),
-                body="ContainerCreate",
+                ok=(201, models.Container),
+                body=models.ContainerCreate,
                 errors=(404, 409),
             ),
             "get": _op(
                 "List all containers",
                 security=admin,
-                ok=(200, "ContainerList"),
+                ok=(200, models.ContainerList),
                 query=(
                     {
                         "name": "tenant_id",
@@ -390,12 +196,14 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/api/admin/containers/{container_id}": {
-            "get": _op("Get any container", security=admin, ok=(200, "Container"), params=("container_id",)),
+            "get": _op(
+                "Get any container", security=admin, ok=(200, models.Container), params=("container_id",)
+            ),
             "patch": _op(
                 "Update container",
                 security=admin,
-                ok=(200, "Container"),
-                body="ContainerPatch",
+                ok=(200, models.Container),
+                body=models.ContainerPatch,
                 params=("container_id",),
             ),
             "delete": _op(
@@ -406,29 +214,33 @@ def _paths() -> dict[str, Any]:
             ),
         },
         "/api/containers": {
-            "get": _op("List my containers", security=tenant, ok=(200, "ContainerList")),
+            "get": _op("List my containers", security=tenant, ok=(200, models.ContainerList)),
         },
         "/api/containers/{container_id}": {
-            "get": _op("Get my container", security=tenant, ok=(200, "Container"), params=("container_id",)),
+            "get": _op(
+                "Get my container", security=tenant, ok=(200, models.Container), params=("container_id",)
+            ),
         },
         "/api/containers/{container_id}/services": {
             "post": _op(
                 "Publish service",
                 security=tenant,
-                ok=(201, "Service"),
-                body="ServiceCreate",
+                ok=(201, models.Service),
+                body=models.ServiceCreate,
                 errors=(409, 422),
                 params=("container_id",),
             ),
-            "get": _op("List services", security=tenant, ok=(200, "ServiceList"), params=("container_id",)),
+            "get": _op(
+                "List services", security=tenant, ok=(200, models.ServiceList), params=("container_id",)
+            ),
         },
         "/api/services/{service_id}": {
-            "get": _op("Get service", security=tenant, ok=(200, "Service"), params=("service_id",)),
+            "get": _op("Get service", security=tenant, ok=(200, models.Service), params=("service_id",)),
             "patch": _op(
                 "Update service",
                 security=tenant,
-                ok=(200, "Service"),
-                body="ServicePatch",
+                ok=(200, models.Service),
+                body=models.ServicePatch,
                 params=("service_id",),
             ),
             "delete": _op("Delete service", security=tenant, ok=(204, None), params=("service_id",)),
@@ -437,8 +249,8 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Rotate token",
                 security=tenant,
-                ok=(200, "Service"),
-                body="Empty",
+                ok=(200, models.Service),
+                body=models.Empty,
                 body_optional=True,
                 params=("service_id",),
             ),
@@ -447,8 +259,8 @@ def _paths() -> dict[str, Any]:
             "post": _op(
                 "Create share link",
                 security=tenant,
-                ok=(201, "ShareLinkCreated"),
-                body="ShareLinkCreate",
+                ok=(201, models.ShareLinkCreated),
+                body=models.ShareLinkCreate,
                 body_optional=True,
                 errors=(422, 429),
                 params=("service_id",),
@@ -456,7 +268,7 @@ def _paths() -> dict[str, Any]:
             "get": _op(
                 "List share links",
                 security=tenant,
-                ok=(200, "ShareLinkList"),
+                ok=(200, models.ShareLinkList),
                 params=("service_id",),
             ),
         },

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 from flask import Blueprint, Response
 
+from control import models
 from control.api import base_url, runtime
 from control.auth import current_tenant, require_tenant
+from control.models import view
 from control.store import ShareLinkView
 from control.urls import service_base, websocket_form, with_token
-from control.validation import (
-    json_body,
-    parse_empty,
-    parse_service_create,
-    parse_service_patch,
-    parse_share_link_create,
-)
+from control.validation import json_body, parse, parse_patch, parse_service_create
 from shared.records import Service, ShareLink
 from shared.tokens import sign
 
@@ -34,46 +30,30 @@ def service_record(service: Service, status: str) -> dict:
     """The API's view of a service (SPEC section 3 record; never a secret)."""
     token = service.token if service.auth_mode == "service_token" else None
     public_url = with_token(_plain_url(service), token)
-    return {
-        "service_id": service.service_id,
-        "container_id": service.container_id,
-        "name": service.name,
-        "target_port": service.target_port,
-        "protocol": service.protocol,
-        "enable_websockets": service.enable_websockets,
-        "auth_mode": service.auth_mode,
-        "routing": service.routing,
-        "cors_preflight": service.cors_preflight,
-        "strip_prefix": service.strip_prefix,
-        "public_url": public_url,
-        "websocket_url": websocket_form(public_url) if service.enable_websockets else None,
-        "status": status,
-        "created_at": service.created_at,
-        "updated_at": service.updated_at,
-        "expires_at": service.expires_at,
-    }
+    return view(
+        models.Service,
+        service,
+        public_url=public_url,
+        websocket_url=websocket_form(public_url) if service.enable_websockets else None,
+        status=status,
+    )
 
 
 def _one(service: Service) -> dict:
     return service_record(service, runtime().store.statuses([service])[service.service_id])
 
 
-def _link_listing(view: ShareLinkView) -> dict:
-    link = view.link
-    return {
-        "link_id": link.link_id,
-        "label": link.label,
-        "expires_at": link.key.expires_at,
-        "created_at": link.created_at,
-        "last_used_at": view.last_used_at,
-    }
+def _link(model: type[models.ShareLink], link: ShareLink, last_used_at: int | None, **extra: str) -> dict:
+    return view(model, link, expires_at=link.key.expires_at, last_used_at=last_used_at, **extra)
+
+
+def _link_listing(link_view: ShareLinkView) -> dict:
+    return _link(models.ShareLink, link_view.link, link_view.last_used_at)
 
 
 def _link_created(service: Service, link: ShareLink) -> dict:
-    return {
-        **_link_listing(ShareLinkView(link, None)),
-        "url": with_token(_plain_url(service), sign(service.service_id, link.key)),
-    }
+    url = with_token(_plain_url(service), sign(service.service_id, link.key))
+    return _link(models.ShareLinkCreated, link, None, url=url)
 
 
 # --------------------------------------------------------------------------------- views
@@ -99,7 +79,7 @@ def get_service(service_id: str) -> dict:
 
 @bp.patch("/services/<service_id>")
 def update_service(service_id: str) -> dict:
-    changes = parse_service_patch(json_body())
+    changes = parse_patch(models.ServicePatch, json_body())
     return _one(runtime().store.update_service(current_tenant(), service_id, changes))
 
 
@@ -111,13 +91,13 @@ def delete_service(service_id: str) -> Response:
 
 @bp.post("/services/<service_id>/rotate-token")
 def rotate_token(service_id: str) -> dict:
-    parse_empty(json_body(optional=True))
+    parse(models.Empty, json_body(optional=True))
     return _one(runtime().store.rotate_token(current_tenant(), service_id))
 
 
 @bp.post("/services/<service_id>/share-links")
 def create_share_link(service_id: str) -> tuple[dict, int]:
-    spec = parse_share_link_create(json_body(optional=True))
+    spec = parse(models.ShareLinkCreate, json_body(optional=True))
     service, link = runtime().store.create_share_link(current_tenant(), service_id, spec)
     return _link_created(service, link), 201
 
