@@ -27,6 +27,7 @@ from werkzeug.test import run_wsgi_app
 
 from control.api import runtime
 from control.auth import CONSOLE_IDENTITY
+from shared.records import AUTH_MODES, CONTAINER_STATES, CORS_MODES, ROUTING_MODES
 from shared.tokens import api_key_digest
 
 bp = Blueprint(
@@ -41,6 +42,13 @@ bp = Blueprint(
 COOKIE = "linx_console"
 IDLE_SECS = 8 * 3600  # a session unused this long ends
 _SAFE = frozenset(("GET", "HEAD", "OPTIONS"))
+# The forms' choices, handed to the page: declared once, in shared.records
+CHOICES = {
+    "auth_mode": AUTH_MODES,
+    "routing": ROUTING_MODES,
+    "cors_preflight": CORS_MODES,
+    "state": CONTAINER_STATES,
+}
 _HOP = frozenset(("content-length", "transfer-encoding", "connection", "set-cookie"))
 
 
@@ -124,7 +132,7 @@ def index() -> Response | str:
     if found is None:
         return render_template("sign_in.html", error=None)
     _, session = found
-    return render_template("console.html", session=session, csrf=session["csrf"])
+    return render_template("console.html", session=session, csrf=session["csrf"], choices=CHOICES)
 
 
 @bp.post("/sign-in")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
+import json
 import re
 
 from control.console import COOKIE
+from shared.records import AUTH_MODES, CONTAINER_STATES, CORS_MODES, ROUTING_MODES
 
 ORIGIN = {"Origin": "http://localhost"}
 
@@ -39,6 +42,14 @@ def test_sign_in_page_then_a_session_cookie_scoped_to_the_console(api):
     assert key not in cookie
     home = api.http.get("/console/")
     assert b"console.js" in home.data and b'data-kind="tenant"' in home.data
+    # the forms' choices come from shared.records, not from a list of the page's own
+    choices = re.search(rb"data-choices='([^']*)'", home.data).group(1)
+    assert json.loads(html.unescape(choices.decode())) == {
+        "auth_mode": list(AUTH_MODES),
+        "routing": list(ROUTING_MODES),
+        "cors_preflight": list(CORS_MODES),
+        "state": list(CONTAINER_STATES),
+    }
 
 
 def test_sessions_are_stored_by_digest_and_never_hold_the_key(api, redis_client, key_prefix):

@@ -6,6 +6,8 @@
 const app = document.getElementById("app");
 const CSRF = app.dataset.csrf;
 const KIND = app.dataset.kind;
+// The API's enumerations, from the server (shared.records declares them once)
+const CHOICES = JSON.parse(app.dataset.choices);
 
 function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
@@ -96,10 +98,10 @@ function containerCard(c) {
       { name: "name", label: "Name", required: true, placeholder: "web" },
       { name: "target_port", label: "Port", type: "number", required: true, placeholder: "8080" },
       { name: "enable_websockets", label: "WebSockets", type: "checkbox" },
-      { name: "auth_mode", label: "Access", type: "select", options: ["service_token", "public"] },
+      { name: "auth_mode", label: "Access", type: "select", options: CHOICES.auth_mode },
       { name: "ttl_secs", label: "TTL (seconds)", type: "number" },
-      { name: "routing", label: "Routing", type: "select", options: ["path", "host"] },
-      { name: "cors_preflight", label: "CORS preflight", type: "select", options: ["deny", "passthrough"] },
+      { name: "routing", label: "Routing", type: "select", options: CHOICES.routing },
+      { name: "cors_preflight", label: "CORS preflight", type: "select", options: CHOICES.cors_preflight },
       { name: "strip_prefix", label: "Strip /linx/<id>", type: "checkbox", checked: true },
     ], "Publish", async (values, form) => {
       await api("POST", `containers/${c.container_id}/services`, values);
@@ -243,7 +245,7 @@ async function containersCard() {
         h("td", {}, c.tenant_id), h("td", { class: "url" }, c.address),
         h("td", {}, h("select", { "aria-label": "state of " + c.container_id, onchange: async (ev) => {
           await api("PATCH", `admin/containers/${c.container_id}`, { state: ev.target.value }); containersCard();
-        } }, ["created", "running", "stopped", "exited"].map((s) => h("option", { value: s, selected: s === c.state }, s)))),
+        } }, CHOICES.state.map((s) => h("option", { value: s, selected: s === c.state }, s)))),
         h("td", {}, toggle(c, "network_ready")), h("td", {}, toggle(c, "networking_enabled")),
         h("td", {}, h("button", { type: "button", class: "danger", onclick: async () => {
           if (!confirm(`Delete ${c.container_id} and every service on it?`)) return;
@@ -254,7 +256,7 @@ async function containersCard() {
       { name: "tenant_id", label: "Tenant id", required: true },
       { name: "address", label: "Address (IP)", required: true },
       { name: "name", label: "Name" },
-      { name: "state", label: "State", type: "select", options: ["running", "created", "stopped", "exited"] },
+      { name: "state", label: "State", type: "select", options: CHOICES.state, value: "running" },
       { name: "network_ready", label: "Network ready", type: "checkbox", checked: true },
       { name: "networking_enabled", label: "Networking enabled", type: "checkbox", checked: true },
       { name: "exec_ready", label: "Exec ready", type: "checkbox", checked: true },
