@@ -71,13 +71,20 @@ class AccessLog:
         the path, which is JSON-escaped when it needs it; ``json.dumps`` of a dict per request
         costs several times more.
         """
-        if req is not None:
-            method = '"' + req.method.decode("latin-1") + '"'
-            path = _json_str(req.target.partition(b"?")[0].decode("latin-1"))
+        if req is None:
+            what = '"method":null,"path":null'
         else:
-            method = path = "null"
+            # the same for every request of an identical head (parsed heads are shared)
+            memo = req.memo
+            if memo is None:
+                memo = req.memo = {}
+            what = memo.get("log")
+            if what is None:
+                method = req.method.decode("latin-1")
+                path = _json_str(req.target.partition(b"?")[0].decode("latin-1"))
+                what = memo["log"] = f'"method":"{method}","path":{path}'
         self.write_line(
-            f'{{"time":{now:.3f},"service":{_opt(service)},"method":{method},"path":{path},'
+            f'{{"time":{now:.3f},"service":{_opt(service)},{what},'
             f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
             f'"duration_ms":{duration * 1000:.3f},'
             f'"upstream_ms":{"null" if upstream is None else format(upstream * 1000, ".3f")},'

@@ -122,6 +122,8 @@ class ProxyContext:
         self.host_suffix = (b"." + config.service_domain.encode()) if config.service_domain else None
         self.api_route = control_plane_route(config.api_upstream) if config.api_upstream else None
         self.open_connections = 0
+        # read when scraped: no lock taken per connection
+        metrics.open_connections.set_function(lambda: self.open_connections)
         self.live_connections: set = set()
         self.draining = False
         self.last_exchange: float | None = None

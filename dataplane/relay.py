@@ -103,9 +103,9 @@ class ClientConnection(protocol.Protocol):
         self.sock = direct_socket(self.transport)
         if self.sock is not None:
             self.transport.bufferSize = BUFFER_SIZE
-        ctx.metrics.open_connections.inc()
-        peer = self.transport.getPeer()
-        host = getattr(peer, "host", "127.0.0.1")
+        # A TCP transport's peer address as accept(2) gave it: no IPv4Address per connection
+        client = getattr(self.transport, "client", None)
+        host = client[0] if type(client) is tuple else getattr(self.transport.getPeer(), "host", "127.0.0.1")
         self.peer_ip = host.encode()
         if ctx.config.trusted_proxies:
             try:
@@ -113,8 +113,8 @@ class ClientConnection(protocol.Protocol):
                 self.trusted = any(addr in net for net in ctx.config.trusted_proxies)
             except ValueError:
                 self.trusted = False
-        if hasattr(self.transport, "setTcpNoDelay"):
-            self.transport.setTcpNoDelay(True)
+        # TCP_NODELAY is set on the listening socket, and accepted sockets inherit it
+        # (service._listen): no setsockopt per connection.
         # The first request's head deadline runs from the connection's start, not its first byte.
         self.head_started = True
         self.timer.set(ctx.config.head_timeout, self._head_timeout)
@@ -133,7 +133,6 @@ class ClientConnection(protocol.Protocol):
         ctx = self.ctx
         ctx.open_connections -= 1
         ctx.live_connections.discard(self)
-        ctx.metrics.open_connections.dec()
         ctx.registry.unregister(self)
         if ex is not None:
             ex.client_gone()
