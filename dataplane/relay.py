@@ -36,7 +36,7 @@ from dataplane.http_head import (
     check_partial_line_endings,
     parse_request_head,
 )
-from dataplane.upstream import BUFFER_SIZE, ReadPauser
+from dataplane.upstream import BUFFER_SIZE, READ_SIZE, ReadPauser
 from shared import ids
 
 if TYPE_CHECKING:
@@ -101,8 +101,6 @@ class ClientConnection(protocol.Protocol):
         ctx.open_connections += 1
         ctx.live_connections.add(self)
         self.sock = direct_socket(self.transport)
-        if self.sock is not None:
-            self.transport.bufferSize = BUFFER_SIZE
         # A TCP transport's peer address as accept(2) gave it: no IPv4Address per connection
         client = getattr(self.transport, "client", None)
         host = client[0] if type(client) is tuple else getattr(self.transport.getPeer(), "host", "127.0.0.1")
@@ -246,6 +244,7 @@ class ClientConnection(protocol.Protocol):
         if keep:
             self.state = HEAD
             self.exchange = None
+            self.transport.bufferSize = READ_SIZE
             self.transport.resumeProducing()
             if self.buf:
                 self._read_head()
@@ -270,6 +269,8 @@ class ClientConnection(protocol.Protocol):
 
     # --------------------------------------------------------------------- reading
     def dataReceived(self, data: bytes) -> None:
+        if len(data) == READ_SIZE:
+            self.transport.bufferSize = BUFFER_SIZE  # a bulk transfer: see upstream.READ_SIZE
         state = self.state
         if state == TUNNEL:
             up = self.exchange.upstream

@@ -29,8 +29,12 @@ from dataplane.http_head import (
 )
 
 MAX_RESPONSE_HEAD = 65536
-# Read size and back-pressure threshold per transport: larger than Twisted's 64 KiB default,
-# so bulk transfers take fewer reactor turns; still bounded, so a slow peer costs little memory.
+# Read size and back-pressure threshold of a transport (Twisted's ``bufferSize``). A transport
+# starts at Twisted's 64 KiB and moves to BUFFER_SIZE when a read fills it (a bulk transfer:
+# fewer reactor turns), back at the end of the exchange. Not 256 KiB throughout: CPython's
+# recv(256 KiB) allocates a buffer past glibc's mmap threshold and shrinks it, an mmap,
+# mremap and munmap per read that cost a small request about 15 us a read, twice per request.
+READ_SIZE = 64 * 1024
 BUFFER_SIZE = 256 * 1024
 
 
@@ -105,8 +109,6 @@ class UpstreamConnection(protocol.Protocol):
         self.connected = True
         self.reads = ReadPauser(self.transport)
         self.sock = direct_socket(self.transport)
-        if self.sock is not None:
-            self.transport.bufferSize = BUFFER_SIZE
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         client = self.client
@@ -133,6 +135,8 @@ class UpstreamConnection(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         client = self.client
+        if len(data) == READ_SIZE:
+            self.transport.bufferSize = BUFFER_SIZE  # a bulk transfer: see READ_SIZE
         if self.tunnel:
             send(client.transport, client.sock, data)
             return
@@ -235,6 +239,7 @@ class UpstreamConnection(protocol.Protocol):
         self.client = None
         self.resp = None
         if reusable and self.connected and not self.tunnel:
+            self.transport.bufferSize = READ_SIZE
             # The client's back-pressure may have paused our reads at the very end of the
             # response; an idle pooled connection must read (to see a close, or its next answer).
             self.transport.resumeProducing()

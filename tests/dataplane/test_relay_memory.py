@@ -21,6 +21,7 @@ from dataplane.metrics import Metrics
 from dataplane.probe import Prober
 from dataplane.relay import REVOKED_IDLE_GRACE, ProxyFactory
 from dataplane.routes import RouteTable
+from dataplane.upstream import BUFFER_SIZE, READ_SIZE
 from shared import schema
 from tests.dataplane import factories as f
 
@@ -464,3 +465,24 @@ def test_upstream_pool_cap_is_configurable():
     for up, _ in ups:
         up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
     assert [utr.disconnecting for _, utr in ups] == [False, False, True]
+
+
+def test_read_size_grows_for_a_bulk_transfer_and_comes_back_after_it():
+    h = Harness()
+    proto, tr = h.client()
+    size = 3 * READ_SIZE
+    proto.dataReceived(h.request(b"/up", b"Content-Length: %d" % size, method=b"POST"))
+    up, utr = h.upstream()
+    tr.bufferSize = utr.bufferSize = READ_SIZE  # as on a TCP transport
+    proto.dataReceived(b"x" * 100)
+    assert tr.bufferSize == READ_SIZE  # a short read: small reads stay cheap
+    proto.dataReceived(b"x" * READ_SIZE)  # a read that filled the buffer: a bulk upload
+    assert tr.bufferSize == BUFFER_SIZE
+    proto.dataReceived(b"x" * (size - READ_SIZE - 100))
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * READ_SIZE))
+    up.dataReceived(b"y" * READ_SIZE)
+    assert utr.bufferSize == BUFFER_SIZE
+    up.dataReceived(b"y" * READ_SIZE)
+    # the exchange is over: both back at the small read size for the next request
+    assert tr.bufferSize == READ_SIZE and utr.bufferSize == READ_SIZE
+    assert tr.value().count(b"y") == 2 * READ_SIZE
