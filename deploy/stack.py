@@ -321,7 +321,7 @@ class ControlPlane:
 class Proxy:
     """The proxy daemon (``python -m dataplane *args``) on ``host:port``, its admin endpoint
     (``/readyz``, ``/metrics``) on ``host:admin_port`` (free ports by default), pinned to
-    ``cpus`` when given."""
+    ``cpus`` when given, run in ``cwd`` (another checkout's, for a baseline)."""
 
     def __init__(
         self,
@@ -333,6 +333,7 @@ class Proxy:
         cpus: str | None = None,
         log: Path | None = None,
         name: str = "proxy",
+        cwd: Path = ROOT,
     ) -> None:
         self.port = port or free_port(host)
         self.admin_port = admin_port or free_port(host)
@@ -345,7 +346,8 @@ class Proxy:
         )
         self.started = time.monotonic()
         self.ready_after: float | None = None
-        self.proc = Process(name, pinned([sys.executable, "-m", "dataplane", *args], cpus), env=env, log=log)
+        args = pinned([sys.executable, "-m", "dataplane", *args], cpus)
+        self.proc = Process(name, args, env=env, log=log, cwd=cwd)
 
     def ready(self) -> bool:
         return http_status(self.admin_url + "/readyz", timeout=0.5) == 200
