@@ -34,14 +34,14 @@ from deploy.stack import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _ready(what: str, wait: Callable[[], object]) -> None:
+def _ready(what: str, url: str, wait: Callable[[], object]) -> None:
     """Run ``wait``; a component that exits or is not ready in time ends linx-local, named."""
     try:
         wait()
     except ProcessExited as exc:
         raise SystemExit(f"linx-local: {what} exited with {exc.process.returncode}")
     except TimeoutError:
-        raise SystemExit(f"linx-local: {what} did not become ready in time")
+        raise SystemExit(f"linx-local: {what} did not become ready at {url}")
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -129,8 +129,8 @@ def _run(args: argparse.Namespace, reaper: Reaper) -> None:
 
     control = reaper.add(ControlPlane(env, host=args.host, port=args.control_port))
     proxy = reaper.add(Proxy(env, host=args.host, port=args.proxy_port, admin_port=args.admin_port))
-    _ready("the control plane", control.wait_ready)
-    _ready("the proxy", proxy.wait_ready)
+    _ready("the control plane", control.url, control.wait_ready)
+    _ready("the proxy", proxy.admin_url + "/readyz", proxy.wait_ready)
     print(f"control API  {control.url}   (admin token: {admin_token})")
     print(f"console      {control.url}/console/   (sign in with the admin token or a tenant key)")
     print(f"proxy        {proxy_base}   (health: {proxy.admin_url}/readyz)")
@@ -148,7 +148,11 @@ def _run(args: argparse.Namespace, reaper: Reaper) -> None:
         )
         procs.append(demo)
         demo_url = f"http://127.0.0.1:{demo_port}/"
-        _ready("the demo container", lambda: wait_for(lambda: http_status(demo_url) == 200, 30, procs=[demo]))
+        _ready(
+            "the demo container",
+            demo_url,
+            lambda: wait_for(lambda: http_status(demo_url) == 200, 30, procs=[demo]),
+        )
         with Client(control.url, admin_token=admin_token) as admin:
             tenant = admin.create_tenant("demo")
             ctr = admin.register_container(tenant["tenant_id"], "127.0.0.1", name="demo")
