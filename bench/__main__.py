@@ -30,28 +30,29 @@ from bench import loadgen, workloads
 from bench.stack import (
     NGINX_BACKEND,
     NGINX_PROXY,
-    ControlPlane,
-    Proxy,
     Reaper,
     build_fastpeer,
     busy_cores,
     chp_path,
     cpu_seconds,
-    free_port,
     haproxy_path,
-    http_status,
     nginx_path,
     peer_command,
+    read_listening,
     sched_ns,
     start_chp,
+    start_control,
     start_haproxy,
     start_nginx,
+    start_proxy,
     start_redis,
     status_kib,
+    tenant_with_container,
     tree,
-    wait_until,
 )
 from bench.workloads import median, percentile
+from control.client import Client
+from deploy.stack import free_port, http_status, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "bench" / "results" / "latest.json"
@@ -201,9 +202,9 @@ def main(argv=None) -> int:
         print("\nbench: interrupted; stopping everything", file=sys.stderr)
         return 130
     except Exception:
-        for child in reaper.children:
+        for child in reaper.processes():
             if not child.alive():
-                print(f"--- {child.name} exited:\n{child.tail()}", file=sys.stderr)
+                print(f"--- {child.name} exited:\n{child.output(4000)}", file=sys.stderr)
         raise
     finally:
         reaper.close()
@@ -251,7 +252,7 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
 
     # ---- backends
     peer = reaper.spawn("peer", [*peer_cmd, "server", "0"], pipe=True)
-    peer_port = peer.read_listening()
+    peer_port = read_listening(peer)
     www = reaper.dir / "www"
     www.mkdir()
     if use_nginx:
@@ -275,15 +276,14 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
 
     # ---- Linx
     redis = start_redis(reaper)
-    proxy = Proxy(reaper, redis.url, PREFIX, proxy_cpu)
-    control = ControlPlane(reaper, redis.url, PREFIX, proxy.url).wait_ready()
-    empty_start_s = proxy.wait_ready()
-    tenant, ctr = control.tenant_with_container("bench")
-    api_key = tenant["api_key"]
+    proxy = start_proxy(reaper, redis.url, PREFIX, proxy_cpu)
+    control, admin = start_control(reaper, redis.url, PREFIX, proxy.url)
+    empty_start_s = proxy.wait_ready(timeout=60, interval=0.01).ready_after
+    tenant, ctr = tenant_with_container(admin, "bench")
+    linx = Client(control.url, api_key=tenant["api_key"])
 
     def publish(name, port, **fields):
-        body = {"name": name, "target_port": port, **fields}
-        return control.call("POST", f"/api/containers/{ctr['container_id']}/services", api_key, body, 201)
+        return linx.publish(ctr["container_id"], name, port, **fields)
 
     svc_web = publish("web", web_port, auth_mode="public")
     svc_peer = publish("peer", peer_port, auth_mode="public", enable_websockets=True)
@@ -293,27 +293,29 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
     linx_peer = f"{proxy.url}/linx/{svc_peer['service_id']}"
     linx_tok = f"{proxy.url}/linx/{svc_tok['service_id']}"
     for url in (linx_web + small_path, linx_peer + "/small"):
-        wait_until(lambda u=url: http_status(u) == 200, 10, f"{url} through Linx", [proxy.child])
+        wait_for(lambda u=url: http_status(u) == 200, 10, f"{url} through Linx", procs=[proxy.proc])
     time.sleep(0.5)
-    idle_rss = status_kib(proxy.pids()) / 1024
+    idle_rss = status_kib(tree(proxy.proc.pid)) / 1024
 
     targets = [
         Target("direct", f"http://127.0.0.1:{web_port}", f"http://127.0.0.1:{peer_port}"),
-        Target("linx", linx_web, linx_peer, proxy.pids),
+        Target("linx", linx_web, linx_peer, lambda: tree(proxy.proc.pid)),
     ]
     tok_urls = {"linx": linx_tok}
     if args.baseline is not None:
-        base_proxy = Proxy(
+        base_proxy = start_proxy(
             reaper, redis.url, PREFIX, proxy_cpu, name="proxy-base", source=args.baseline.resolve()
         )
-        base_proxy.wait_ready()
+        base_proxy.wait_ready(timeout=60)
         base_url = base_proxy.url + linx_web[len(proxy.url) :]
-        wait_until(
-            lambda: http_status(base_url + small_path) == 200, 10, "the baseline proxy", [base_proxy.child]
+        wait_for(
+            lambda: http_status(base_url + small_path) == 200,
+            10,
+            "the baseline proxy",
+            procs=[base_proxy.proc],
         )
-        targets.append(
-            Target("base", base_url, base_proxy.url + linx_peer[len(proxy.url) :], base_proxy.pids)
-        )
+        base_peer = base_proxy.url + linx_peer[len(proxy.url) :]
+        targets.append(Target("base", base_url, base_peer, lambda: tree(base_proxy.proc.pid)))
         meta["baseline"] = str(args.baseline)
     nginx_proxy = None
     if use_nginx:
@@ -410,7 +412,7 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
             record("ws_big", t.name, big)
             _progress("websocket", t.name, f"{ws['msgs_per_s']:,.0f} msg/s, 1 MiB: {big['MBps']:,.0f} MB/s")
 
-    peak = {"linx": status_kib(proxy.pids(), "VmHWM") / 1024}
+    peak = {"linx": status_kib(tree(proxy.proc.pid), "VmHWM") / 1024}
     for name, c in peer_procs.items():
         peak[name] = status_kib(tree(c.pid), "VmHWM") / 1024
 
@@ -422,7 +424,7 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
             _progress("idle connections", t.name, f"{idle[t.name]['kib_per_conn']:.2f} KiB each")
 
     # ---- route sync
-    sync = workloads.route_sync(control, api_key, ctr["container_id"], peer_port, proxy.url, plan.sync_trials)
+    sync = workloads.route_sync(linx, ctr["container_id"], peer_port, proxy.url, plan.sync_trials)
     _progress(
         "route sync",
         "linx",
@@ -432,14 +434,14 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
 
     # ---- a proxy starting with many routes
     write_s, sample_sid = workloads.write_routes(redis.url, ROUTES_PREFIX, plan.routes, peer_port)
-    big_proxy = Proxy(reaper, redis.url, ROUTES_PREFIX, proxy_cpu, name="proxy-routes")
-    load_s = big_proxy.wait_ready(timeout=120, interval=0.02)
-    rss_ready = status_kib(big_proxy.pids()) / 1024
+    big_proxy = start_proxy(reaper, redis.url, ROUTES_PREFIX, proxy_cpu, name="proxy-routes")
+    load_s = big_proxy.wait_ready(timeout=120).ready_after
+    rss_ready = status_kib(tree(big_proxy.proc.pid)) / 1024
     ok = http_status(f"{big_proxy.url}/linx/{sample_sid}/small") == 200
     idle_secs = 1.0 if plan.quick else 5.0
-    c0 = cpu_seconds(big_proxy.pids())
+    c0 = cpu_seconds(tree(big_proxy.proc.pid))
     time.sleep(idle_secs)
-    idle_cpu = (cpu_seconds(big_proxy.pids()) - c0) / idle_secs
+    idle_cpu = (cpu_seconds(tree(big_proxy.proc.pid)) - c0) / idle_secs
     routes = {
         "idle_cpu_cores": idle_cpu,
         "routes": plan.routes,
@@ -447,11 +449,11 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         "load_s": load_s,
         "empty_start_s": empty_start_s,
         "rss_ready_mib": rss_ready,
-        "rss_after_1s_mib": status_kib(big_proxy.pids()) / 1024,
-        "hwm_mib": status_kib(big_proxy.pids(), "VmHWM") / 1024,
+        "rss_after_1s_mib": status_kib(tree(big_proxy.proc.pid)) / 1024,
+        "hwm_mib": status_kib(tree(big_proxy.proc.pid), "VmHWM") / 1024,
         "sample_route_ok": ok,
     }
-    reaper.stop(big_proxy.child)
+    reaper.stop(big_proxy)
     _progress(
         f"{plan.routes:,} routes",
         "linx",
@@ -467,14 +469,14 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
                 os.sched_setaffinity(pid, set(avail))
             except OSError:
                 pass
-    p1 = Proxy(reaper, redis.url, PREFIX, None, workers=1, name="proxy-w1")
-    p2 = Proxy(reaper, redis.url, PREFIX, None, workers=2, name="proxy-w2")
-    p1.wait_ready()
-    p2.wait_ready()
+    p1 = start_proxy(reaper, redis.url, PREFIX, None, workers=1, name="proxy-w1")
+    p2 = start_proxy(reaper, redis.url, PREFIX, None, workers=2, name="proxy-w2")
+    p1.wait_ready(timeout=60)
+    p2.wait_ready(timeout=60)
     scale = {"w1": [], "w2": []}
     path = f"/linx/{svc_web['service_id']}{small_path}"
     for url in (p1.url + path, p2.url + path):
-        wait_until(lambda u=url: http_status(u) == 200, 10, url)
+        wait_for(lambda u=url: http_status(u) == 200, 10, url)
         loadgen.http_load(url, plan.conns, 1.0)
     scale["w2_cpu_seconds_per_process"] = []
     scale["w1_cpu"], scale["w2_cpu"] = [], []
@@ -500,8 +502,8 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         f"{median(scale['w1']):,.0f} → {median(scale['w2']):,.0f} req/s (CPU s per worker: {split}; "
         f"cores busy {w2['busy']:.2f} of {len(avail)}; ceiling on this machine {ceiling:.2f}×)",
     )
-    reaper.stop(p2.child)
-    reaper.stop(p1.child)
+    reaper.stop(p2)
+    reaper.stop(p1)
 
     # ---- summary
     def med(key, target, field=None):
@@ -613,7 +615,8 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
 def _cpu_split(proxy, backend_pids, run) -> dict:
     """``run()``'s req/s and the CPU seconds spent meanwhile by the proxy (each worker), the
     load generator (this process and its children) and the backend."""
-    workers = [pid for pid in proxy.pids() if pid != proxy.child.pid] or proxy.pids()
+    pids = tree(proxy.proc.pid)
+    workers = [pid for pid in pids if pid != proxy.proc.pid] or pids
     w0 = [cpu_seconds([pid]) for pid in workers]
     b0 = cpu_seconds(backend_pids())
     t0, wall0 = os.times(), time.perf_counter()

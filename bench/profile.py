@@ -23,18 +23,19 @@ from bench import loadgen
 from bench.__main__ import PREFIX, SMALL_BODY, _cpus, _raise_nofile
 from bench.stack import (
     NGINX_BACKEND,
-    ControlPlane,
-    Proxy,
     Reaper,
     build_fastpeer,
-    free_port,
-    http_status,
     nginx_path,
     peer_command,
+    read_listening,
+    start_control,
     start_nginx,
+    start_proxy,
     start_redis,
-    wait_until,
+    tenant_with_container,
 )
+from control.client import Client
+from deploy.stack import free_port, http_status, wait_for
 
 
 def summarise(collapsed: Path, top: int = 25) -> str:
@@ -107,7 +108,7 @@ def main(argv=None) -> int:
     try:
         fast = build_fastpeer(reaper.dir)
         peer = reaper.spawn("peer", [*peer_command(fast), "server", "0"], pipe=True)
-        peer_port = peer.read_listening()
+        peer_port = read_listening(peer)
         small = "/small"
         web_port = peer_port
         if nginx_path():
@@ -121,25 +122,20 @@ def main(argv=None) -> int:
             start_nginx(reaper, "nginx-backend", body, web_port, load_cpu)
             small = "/small.txt"
         redis = start_redis(reaper)
-        proxy = Proxy(reaper, redis.url, PREFIX, proxy_cpu)
-        control = ControlPlane(reaper, redis.url, PREFIX, proxy.url).wait_ready()
-        proxy.wait_ready()
-        tenant, ctr = control.tenant_with_container("profile")
+        proxy = start_proxy(reaper, redis.url, PREFIX, proxy_cpu)
+        control, admin = start_control(reaper, redis.url, PREFIX, proxy.url)
+        proxy.wait_ready(timeout=60)
+        tenant, ctr = tenant_with_container(admin, "profile")
         mode = "service_token" if args.token else "public"
-        svc = control.call(
-            "POST",
-            f"/api/containers/{ctr['container_id']}/services",
-            tenant["api_key"],
-            {"name": "web", "target_port": web_port, "auth_mode": mode},
-            expect=201,
-        )
+        with Client(control.url, api_key=tenant["api_key"]) as linx:
+            svc = linx.publish(ctr["container_id"], "web", web_port, auth_mode=mode)
         url = f"{proxy.url}/linx/{svc['service_id']}{small}"
         headers = []
         if args.token:
             headers.append("X-Linx-Token: " + svc["public_url"].split("linx_token=")[1].split("&")[0])
         if args.close:
             headers.append("Connection: close")
-        wait_until(lambda: http_status(url, 1.0) in (200, 401), 10, url)
+        wait_for(lambda: http_status(url, 1.0) in (200, 401), 10, url)
         loadgen.http_load(url, 50, 2.0, headers, cpus=load_cpu)  # warm-up
         args.out.mkdir(parents=True, exist_ok=True)
         raw = args.out / "profile.txt"
@@ -150,13 +146,13 @@ def main(argv=None) -> int:
             target=lambda: results.update(loadgen.http_load(url, 50, secs, headers, cpus=load_cpu))
         )
         load.start()
-        spy = [pyspy, "record", "--pid", str(proxy.child.pid), "--rate", str(args.rate)]
+        spy = [pyspy, "record", "--pid", str(proxy.proc.pid), "--rate", str(args.rate)]
         spy += ["--duration", str(int(args.seconds)), "--format", "raw", "-o", str(raw)]
         if args.native:
             spy.append("--native")
         subprocess.run(spy, check=True, capture_output=True)
         load.join()
-        flame = [pyspy, "record", "--pid", str(proxy.child.pid), "--rate", str(args.rate)]
+        flame = [pyspy, "record", "--pid", str(proxy.proc.pid), "--rate", str(args.rate)]
         flame += ["--duration", "3", "--format", "flamegraph", "-o", str(svg)]
         side = threading.Thread(target=lambda: loadgen.http_load(url, 50, 5, headers, cpus=load_cpu))
         side.start()

@@ -1,8 +1,10 @@
-"""The processes a benchmark run needs, and their reaping.
+"""What a benchmark run starts beside the stack, and the readings it takes of it.
 
-Every child runs in its own session (so a whole nginx or ``--workers`` tree can be killed) and is
-registered with a ``Reaper`` that terminates it, kills it after a timeout, and waits for it, in
-reverse start order, whatever way the run ends.
+The stack (Redis, the control plane under gunicorn, proxies) is started with ``deploy.stack``;
+this adds the run's directory and logs, the backends and peer proxies (nginx, HAProxy,
+configurable-http-proxy), CPU pinning, and /proc readings of process trees. Every child runs in
+its own session (so a whole nginx or ``--workers`` tree can be killed) and is owned by the
+run's ``Reaper``, which stops everything in reverse start order, whatever way the run ends.
 """
 
 from __future__ import annotations
@@ -10,126 +12,52 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
-from deploy.redis_process import RedisProcess, free_port
+from control.client import Client
+from deploy import stack
+from deploy.redis_process import RedisProcess
+from deploy.stack import ControlPlane, Process, Proxy, free_port, pinned, stack_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
 PAGE = 4096
 
 
-class Child:
-    def __init__(
-        self, name: str, args: list[str], log: Path, env: dict | None = None, pipe: bool = False, cwd=ROOT
-    ):
-        self.name = name
-        self.args = args
-        self.log = log
-        self._logf = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            args,
-            cwd=str(cwd),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if pipe else self._logf,
-            stderr=self._logf,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def read_listening(self, timeout: float = 10.0) -> int:
-        """For children that print ``LISTENING <port>`` first."""
-        deadline = time.monotonic() + timeout
-        line = self.proc.stdout.readline().decode()
-        if not line.startswith("LISTENING") or time.monotonic() > deadline:
-            raise RuntimeError(f"{self.name} did not start: {line!r}\n{self.tail()}")
-        return int(line.split()[1])
-
-    def tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.alive():
-            try:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        if self.alive() or _group_alive(self.proc.pid):
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            pass
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self._logf.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-class Reaper:
-    """Owns every process of the run; ``close()`` stops them all (reverse order)."""
+class Reaper(stack.Reaper):
+    """``deploy.stack.Reaper`` with the run's directory (logs, configs, nginx's files), removed
+    by ``close()`` unless ``keep_dir``."""
 
     def __init__(self, keep_dir: bool = False) -> None:
+        super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="linx-bench-"))
         os.chmod(self.dir, 0o755)  # nginx workers (user nobody) read files here
-        self.children: list[Child] = []
-        self.redis: RedisProcess | None = None
         self.keep_dir = keep_dir
 
-    def spawn(
-        self, name: str, args: list[str], env: dict | None = None, pipe: bool = False, cwd=ROOT
-    ) -> Child:
-        child = Child(name, args, self.dir / f"{name}-{len(self.children)}.log", env=env, pipe=pipe, cwd=cwd)
-        self.children.append(child)
-        return child
+    def log(self, name: str) -> Path:
+        return self.dir / f"{name}-{len(self.owned)}.log"
 
-    def stop(self, child: Child) -> None:
-        child.stop()
-        if child in self.children:
-            self.children.remove(child)
+    def spawn(self, name: str, args: list[str], env: dict | None = None, pipe: bool = False) -> Process:
+        return self.add(Process(name, args, env=env, log=self.log(name), pipe=pipe))
 
     def close(self) -> None:
-        while self.children:
-            self.children.pop().stop()
-        if self.redis is not None:
-            self.redis.stop()
-            self.redis = None
+        super().close()
         if not self.keep_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def pinned(args: list[str], cpus: str | None) -> list[str]:
-    if cpus and shutil.which("taskset"):
-        return ["taskset", "-c", cpus, *args]
-    return args
+def read_listening(child: Process, timeout: float = 10.0) -> int:
+    """The port a child started with ``pipe`` announces in its first line, ``LISTENING <port>``."""
+    deadline = time.monotonic() + timeout
+    line = child.proc.stdout.readline().decode()
+    if not line.startswith("LISTENING") or time.monotonic() > deadline:
+        raise RuntimeError(f"{child.name} did not start: {line!r}\n{child.output(4000)}")
+    return int(line.split()[1])
 
 
 # ---------------------------------------------------------------------------- /proc readings
@@ -170,7 +98,7 @@ def cpu_seconds(pids: list[int]) -> float:
 def sched_ns(pids: list[int]) -> tuple[int, int]:
     """(on-CPU ns, ns spent runnable but waiting for a CPU) summed over every thread of ``pids``.
 
-    The wait is how much a pinned process was kept off its core by others: a disturbed run."""
+    The wait is how much a pinned process was kept off its core by others: a disturbed reaper."""
     run = wait = 0
     for pid in pids:
         try:
@@ -214,148 +142,42 @@ def status_kib(pids: list[int], field: str = "VmRSS") -> int:
     return total
 
 
-# ---------------------------------------------------------------------------- HTTP helpers
-def http_json(method: str, url: str, token: str | None = None, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if raw else {}
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw) if raw else {}
-        except ValueError:
-            return exc.code, {"raw": raw.decode(errors="replace")}
-
-
-def http_status(url: str, timeout: float = 1.0) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            resp.read()
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return 0
-
-
-def wait_until(check, timeout: float, what: str, children: list[Child] = (), interval: float = 0.01):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for c in children:
-            if not c.alive():
-                raise RuntimeError(f"{c.name} exited with {c.proc.returncode}:\n{c.tail()}")
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-
-
-# ---------------------------------------------------------------------------- components
+# ---------------------------------------------------------------------------- the stack
 def start_redis(reaper: Reaper) -> RedisProcess:
     (reaper.dir / "redis").mkdir(exist_ok=True)
-    reaper.redis = RedisProcess(workdir=str(reaper.dir / "redis"))
-    reaper.redis.start()
-    return reaper.redis
+    return reaper.add(RedisProcess(workdir=str(reaper.dir / "redis"))).start()
 
 
-def base_env(redis_url: str, prefix: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LINX_")}
-    env.update(REDIS_URL=redis_url, LINX_KEY_PREFIX=prefix, PYTHONUNBUFFERED="1")
-    env.update(extra)
-    return env
+def start_control(reaper: Reaper, redis_url: str, prefix: str, app_base: str) -> tuple[ControlPlane, Client]:
+    """The control plane (two workers), and a ``Client`` of it with the admin token."""
+    env = stack_env(redis_url, prefix, LINX_ADMIN_TOKEN=ADMIN_TOKEN, APP_BASE_URL=app_base)
+    control = reaper.add(ControlPlane(env, workers=2, log=reaper.log("control"))).wait_ready()
+    return control, Client(control.url, admin_token=ADMIN_TOKEN)
 
 
-class ControlPlane:
-    def __init__(self, reaper: Reaper, redis_url: str, prefix: str, app_base: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = base_env(redis_url, prefix, LINX_ADMIN_TOKEN=ADMIN_TOKEN, APP_BASE_URL=app_base)
-        args = [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"]
-        args += ["-b", f"127.0.0.1:{self.port}", "--workers", "2", "control:create_app()"]
-        self.child = reaper.spawn("control", args, env=env)
-
-    def wait_ready(self, timeout: float = 30.0) -> ControlPlane:
-        wait_until(
-            lambda: http_status(self.url + "/api/openapi.json") == 200,
-            timeout,
-            "the control plane",
-            [self.child],
-            0.05,
-        )
-        return self
-
-    def call(self, method: str, path: str, token: str = ADMIN_TOKEN, body: dict | None = None, expect=None):
-        status, data = http_json(method, self.url + path, token, body)
-        if expect is not None and status != expect:
-            raise RuntimeError(f"{method} {path}: {status} {data}")
-        return data
-
-    def tenant_with_container(self, name: str) -> tuple[dict, dict]:
-        """A new tenant and a running, network-ready container of it on 127.0.0.1."""
-        tenant = self.call("POST", "/api/admin/tenants", body={"name": name}, expect=201)
-        ctr = self.call(
-            "POST",
-            "/api/admin/containers",
-            body={
-                "tenant_id": tenant["tenant_id"],
-                "address": "127.0.0.1",
-                "networking_enabled": True,
-                "state": "running",
-                "exec_ready": True,
-                "network_ready": True,
-            },
-            expect=201,
-        )
-        return tenant, ctr
+def start_proxy(
+    reaper: Reaper,
+    redis_url: str,
+    prefix: str,
+    cpus: str | None,
+    workers: int = 1,
+    name: str = "proxy",
+    source: Path | None = None,
+) -> Proxy:
+    """A proxy (not waited for: ``wait_ready()`` measures its start), pinned to ``cpus``;
+    ``source``: run the dataplane of another checkout (a baseline)."""
+    env = stack_env(redis_url, prefix, LINX_MAX_CONNECTIONS="20000")
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    args = ["--workers", str(workers)] if workers > 1 else []
+    proxy = Proxy(env, *args, cpus=cpus, log=reaper.log(name), name=name, cwd=source or ROOT)
+    return reaper.add(proxy)
 
 
-class Proxy:
-    """A proxy process; ``source``: run the dataplane of another checkout (a baseline)."""
-
-    def __init__(
-        self,
-        reaper: Reaper,
-        redis_url: str,
-        prefix: str,
-        cpus: str | None,
-        workers: int = 1,
-        name="proxy",
-        source: Path | None = None,
-    ):
-        self.port = free_port()
-        self.admin_port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.admin_url = f"http://127.0.0.1:{self.admin_port}"
-        env = base_env(
-            redis_url,
-            prefix,
-            LINX_PROXY_LISTEN=f"127.0.0.1:{self.port}",
-            LINX_PROXY_ADMIN_LISTEN=f"127.0.0.1:{self.admin_port}",
-            LINX_MAX_CONNECTIONS="20000",
-        )
-        args = [sys.executable, "-m", "dataplane"] + (["--workers", str(workers)] if workers > 1 else [])
-        self.started = time.monotonic()
-        if source is not None:
-            env["PYTHONPATH"] = str(source)
-        self.child = reaper.spawn(name, pinned(args, cpus), env=env, cwd=source or ROOT)
-
-    def ready(self) -> bool:
-        return http_status(self.admin_url + "/readyz", timeout=0.5) == 200
-
-    def wait_ready(self, timeout: float = 60.0, interval: float = 0.01) -> float:
-        """Seconds from spawn to a 200 from /readyz."""
-        wait_until(self.ready, timeout, f"{self.child.name} readiness", [self.child], interval)
-        return time.monotonic() - self.started
-
-    def pids(self) -> list[int]:
-        return tree(self.child.pid)
+def tenant_with_container(admin: Client, name: str) -> tuple[dict, dict]:
+    """A new tenant and a running, network-ready container of it on 127.0.0.1."""
+    tenant = admin.create_tenant(name)
+    return tenant, admin.register_container(tenant["tenant_id"], "127.0.0.1")
 
 
 def build_fastpeer(workdir: Path) -> list[str] | None:
@@ -451,13 +273,13 @@ NGINX_PROXY = (
 )
 
 
-def start_nginx(reaper: Reaper, name: str, body: str, port: int, cpus: str | None) -> Child:
+def start_nginx(reaper: Reaper, name: str, body: str, port: int, cpus: str | None) -> Process:
     conf = reaper.dir / f"{name}.conf"
     conf.write_text(NGINX_COMMON.format(dir=reaper.dir, name=name, body=body))
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     args = [nginx, "-p", str(reaper.dir), "-c", str(conf), "-e", str(reaper.dir / f"{name}.err")]
     child = reaper.spawn(name, pinned(args, cpus))
-    wait_until(lambda: _port_open(port), 10, name, [child])
+    wait_for(lambda: _port_open(port), 10, name, procs=[child])
     return child
 
 
@@ -510,12 +332,12 @@ def haproxy_path() -> str | None:
     )
 
 
-def start_haproxy(reaper: Reaper, port: int, web_port: int, peer_port: int, cpus: str | None) -> Child:
+def start_haproxy(reaper: Reaper, port: int, web_port: int, peer_port: int, cpus: str | None) -> Process:
     """HAProxy as a reverse proxy: /w/ to the web backend, /p/ to the peer, one thread, reuse."""
     conf = reaper.dir / "haproxy.cfg"
     conf.write_text(HAPROXY_CONF.format(port=port, web_port=web_port, peer_port=peer_port))
     child = reaper.spawn("haproxy", pinned([haproxy_path() or "haproxy", "-db", "-f", str(conf)], cpus))
-    wait_until(lambda: _port_open(port), 10, "haproxy", [child])
+    wait_for(lambda: _port_open(port), 10, "haproxy", procs=[child])
     return child
 
 
@@ -523,7 +345,7 @@ def chp_path() -> str | None:
     return shutil.which("configurable-http-proxy")
 
 
-def start_chp(reaper: Reaper, port: int, web_port: int, peer_port: int, cpus: str | None) -> Child:
+def start_chp(reaper: Reaper, port: int, web_port: int, peer_port: int, cpus: str | None) -> Process:
     """configurable-http-proxy (JupyterHub's): routes /w and /p, prefix removed as Linx does."""
     api_port = free_port()
     args = [
@@ -534,7 +356,7 @@ def start_chp(reaper: Reaper, port: int, web_port: int, peer_port: int, cpus: st
     ]  # fmt: skip
     env = dict(os.environ, CONFIGPROXY_AUTH_TOKEN="bench")
     child = reaper.spawn("chp", pinned(args, cpus), env=env)
-    wait_until(lambda: _port_open(api_port), 20, "configurable-http-proxy", [child])
+    wait_for(lambda: _port_open(api_port), 20, "configurable-http-proxy", procs=[child])
     for prefix, target in (("w", web_port), ("p", peer_port)):
         req = urllib.request.Request(  # noqa: S310 - our own loopback API
             f"http://127.0.0.1:{api_port}/api/routes/{prefix}",
@@ -543,5 +365,5 @@ def start_chp(reaper: Reaper, port: int, web_port: int, peer_port: int, cpus: st
             headers={"Authorization": "token bench"},
         )
         urllib.request.urlopen(req, timeout=5).close()  # noqa: S310
-    wait_until(lambda: _port_open(port), 10, "configurable-http-proxy", [child])
+    wait_for(lambda: _port_open(port), 10, "configurable-http-proxy", procs=[child])
     return child

@@ -10,6 +10,8 @@ import time
 from urllib.parse import urlsplit
 
 from bench.stack import status_kib
+from control.client import Client
+from deploy.stack import pinned
 
 CHUNK = 1 << 20
 
@@ -90,8 +92,6 @@ def upload(url: str, size: int) -> float:
 def ws_load(
     peer_cmd: list[str], url: str, conns: int, window: int, size: int, secs: float, warm: float, cpus
 ) -> dict:
-    from bench.stack import pinned
-
     host, port, target = _split(url)
     args = pinned(
         [
@@ -192,24 +192,19 @@ def poll_until(poller: Poller, target: str, want: int, timeout: float = 10.0) ->
     raise RuntimeError(f"{target} did not answer {want} within {timeout}s")
 
 
-def route_sync(control, api_key: str, container_id: str, port: int, proxy_url: str, trials: int) -> dict:
-    """Publish-to-reachable and revoke-to-refused latency, from the API's answer to the proxy's."""
+def route_sync(linx: Client, container_id: str, port: int, proxy_url: str, trials: int) -> dict:
+    """Publish-to-reachable and revoke-to-refused latency, from the API's answer to the proxy's
+    (``linx`` holds the container's tenant's API key)."""
     host, pport, _ = _split(proxy_url)
     poller = Poller(host, pport)
     publish, revoke = [], []
     try:
         for i in range(trials):
-            svc = control.call(
-                "POST",
-                f"/api/containers/{container_id}/services",
-                api_key,
-                {"name": f"sync-{i}", "target_port": port, "auth_mode": "public"},
-                expect=201,
-            )
+            svc = linx.publish(container_id, f"sync-{i}", port, auth_mode="public")
             t_answer = time.perf_counter()
             target = f"/linx/{svc['service_id']}/small"
             publish.append((poll_until(poller, target, 200) - t_answer) * 1000)
-            control.call("DELETE", f"/api/services/{svc['service_id']}", api_key)
+            linx.delete_service(svc["service_id"])
             t_answer = time.perf_counter()
             revoke.append((poll_until(poller, target, 404) - t_answer) * 1000)
     finally:

@@ -1,12 +1,13 @@
 """Strict HTTP/1.x message heads and body framing: pure parsing, no I/O.
 
-Heads are parsed by llhttp (``httptools``), chosen over Twisted's parser by measurement
-(``bench/parser_compare.py``), plus a validation layer of ours for what llhttp lets through or
-what a proxy must refuse although a server may accept it: bare LF or CR, obs-fold, a request
-line without a version, absolute-form and asterisk targets, a missing or repeated ``Host``,
-repeated ``Content-Length`` (even equal), ``Content-Length`` with ``Transfer-Encoding``, any
-transfer coding but a lone ``chunked``. A proxy that agrees with every upstream about where a
-message ends is one that accepts only messages with a single reading.
+Heads are parsed by llhttp (``httptools``), chosen over Twisted's parser by measurement (by an
+earlier harness; its corpus is ``tests/dataplane/parser_corpus.py``), plus a validation layer of
+ours for what llhttp lets through or what a proxy must refuse although a server may accept it:
+bare LF or CR, obs-fold, a request line without a version, absolute-form and asterisk targets, a
+missing or repeated ``Host``, repeated ``Content-Length`` (even equal), ``Content-Length`` with
+``Transfer-Encoding``, any transfer coding but a lone ``chunked``. A proxy that agrees with
+every upstream about where a message ends is one that accepts only messages with a single
+reading.
 
 Bodies are framed by our own small state machines (``ChunkedDecoder``), so the proxy always
 knows exactly where a message ends and re-frames it canonically for the next hop.

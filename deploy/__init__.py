@@ -1,1 +1,2 @@
-"""Deployment helpers: the local stack runner and the real Redis process it (and the tests) use."""
+"""Deployment helpers: the stack's processes (``stack``, used by ``linx-local``, the tests and
+the bench), the local stack runner and the real Redis process."""

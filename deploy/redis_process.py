@@ -6,13 +6,14 @@ Production runs its own Redis (see ``deploy/redis.conf``); this is for a laptop 
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
+
+from deploy.stack import Process, free_port, wait_for
+
+__all__ = ["RedisProcess", "find_server_binary", "free_port"]
 
 
 def find_server_binary() -> str:
@@ -34,26 +35,6 @@ def find_server_binary() -> str:
     return str(path)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free to listen on, chosen below Linux's ephemeral range (32768-60999).
-
-    A port the kernel hands out for port 0 can be given to an outgoing connection's local end
-    before our server binds it (seen under parallel test load); ports below the ephemeral range
-    are never used that way.
-    """
-    for _ in range(200):
-        port = random.randrange(20000, 32700)
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class RedisProcess:
     """A redis/valkey server on loopback, in its own directory; restartable on the same port."""
 
@@ -69,7 +50,7 @@ class RedisProcess:
         self.port = port or free_port()
         self.workdir = workdir or tempfile.mkdtemp(prefix="linx-redis-")
         self.extra_args = extra_args
-        self.proc: subprocess.Popen | None = None
+        self.proc: Process | None = None
 
     @property
     def url(self) -> str:
@@ -92,18 +73,13 @@ class RedisProcess:
             "no",
             *self.extra_args,
         ]
-        self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.binary} exited with {self.proc.returncode}")
-            if self.ping():
-                return self
-            time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"{self.binary} did not answer PING on port {self.port}")
+        self.proc = Process(Path(self.binary).name, args, log=Path(self.workdir) / "redis.log")
+        try:
+            wait_for(self.ping, timeout, f"PING on port {self.port}", procs=[self.proc])
+        except BaseException:
+            self.stop()
+            raise
+        return self
 
     def ping(self) -> bool:
         try:
@@ -114,18 +90,13 @@ class RedisProcess:
             return False
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Terminate it (SIGKILL after ``timeout``) and wait; safe to call twice."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            proc.stop(timeout)
 
     def kill(self) -> None:
+        """SIGKILL it now (a crash, for the tests)."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
+        if proc is not None:
             proc.kill()
-            proc.wait()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from deploy.redis_process import free_port
+from deploy.stack import Process, http_status, stack_env, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -21,43 +19,15 @@ ADMIN = "e2e-admin-token"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LINX_", "REDIS_", "APP_"))}
-    env.update(extra)
-    env["PYTHONPATH"] = str(ROOT)
-    return env
-
-
-def _reap(proc: subprocess.Popen, timeout: float = 10.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _wait_ready(proc: subprocess.Popen, base: str, deadline_secs: float = 20.0) -> None:
-    deadline = time.monotonic() + deadline_secs
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited early with {proc.returncode}")
-        try:
-            if requests.get(base + "/api/openapi.json", timeout=1).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("gunicorn did not become ready in time")
+    return stack_env(PYTHONPATH=str(ROOT), **extra)
 
 
 @pytest.fixture
 def gunicorn(redis_server, key_prefix, tmp_path):
     port = free_port()
-    log = (tmp_path / "gunicorn.log").open("w+")
-    proc = subprocess.Popen(
+    proc = Process(
+        "gunicorn",
         [GUNICORN, "-c", "deploy/gunicorn.conf.py", "control:create_app()"],
-        cwd=ROOT,
         env=_env(
             LINX_ADMIN_TOKEN=ADMIN,
             REDIS_URL=redis_server.url,
@@ -66,21 +36,18 @@ def gunicorn(redis_server, key_prefix, tmp_path):
             LINX_CONTROL_WORKERS="2",
             BACKEND_DOMAIN="backend.example.test",
         ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        log=tmp_path / "gunicorn.log",
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, base)
-        yield base, proc, log
+        wait_for(lambda: http_status(base + "/api/openapi.json") == 200, 20, "gunicorn", procs=[proc])
+        yield base, proc
     finally:
-        _reap(proc)
-        log.close()
+        proc.stop()
 
 
 def test_publish_lifecycle_through_gunicorn(gunicorn):
-    base, proc, log = gunicorn
+    base, proc = gunicorn
     admin = {"Authorization": f"Bearer {ADMIN}"}
     with requests.Session() as http:
         r = http.post(f"{base}/api/admin/tenants", json={"name": "acme"}, headers=admin)
@@ -135,8 +102,7 @@ def test_publish_lifecycle_through_gunicorn(gunicorn):
         )
         assert r.status_code == 413
 
-    log.seek(0)
-    text = log.read()
+    text = proc.output()
     assert f"/api/services/{sid}" in text  # the access log goes to stdout
     assert tenant["api_key"] not in text  # and never carries credentials
     assert "linx_token" not in text
@@ -150,9 +116,9 @@ def test_missing_admin_token_stops_gunicorn_with_a_boot_error(redis_server, with
         args += ["-c", "deploy/gunicorn.conf.py"]
     else:
         args += ["-b", f"127.0.0.1:{port}", "--workers", "2"]
-    proc = subprocess.Popen(
+    proc = Process(
+        "gunicorn",
         [*args, "control:create_app()"],
-        cwd=ROOT,
         # HOME/XDG_RUNTIME_DIR: without our config file gunicorn 25.1+ opens a control socket
         # there; keep it out of the real home directory.
         env=_env(
@@ -161,15 +127,13 @@ def test_missing_admin_token_stops_gunicorn_with_a_boot_error(redis_server, with
             HOME=str(tmp_path),
             XDG_RUNTIME_DIR=str(tmp_path),
         ),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+        log=tmp_path / "gunicorn.log",
     )
     try:
-        output, _ = proc.communicate(timeout=20)
+        proc.proc.wait(20)
     finally:
-        _reap(proc)
+        proc.stop()
+    output = proc.output()
     assert proc.returncode != 0
     assert "LINX_ADMIN_TOKEN" in output
     # It stopped instead of respawning workers for ever.

@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import secrets
-import subprocess
 import sys
 
 import pytest
@@ -14,7 +13,8 @@ import requests
 
 from control import logs
 from deploy.redis_process import free_port
-from tests.helpers.procs import ADMIN_TOKEN, ROOT, base_env, wait_for
+from deploy.stack import Process, http_status, stack_env
+from tests.helpers.procs import ADMIN_TOKEN, wait_for
 
 
 def _access(caplog) -> list[dict]:
@@ -99,7 +99,7 @@ def test_gunicorn_log_is_json_with_request_ids_and_never_holds_a_secret(redis_se
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log_path = tmp_path / "control.log"
-    env = base_env(
+    env = stack_env(
         redis_server.url,
         f"logs{secrets.token_hex(3)}:",
         LINX_ADMIN_TOKEN=ADMIN_TOKEN,
@@ -109,17 +109,11 @@ def test_gunicorn_log_is_json_with_request_ids_and_never_holds_a_secret(redis_se
     )
     canary_key = "lxk_canarykey" + secrets.token_hex(8)
     canary_token = "v1.canarytoken." + secrets.token_hex(8)
-    with log_path.open("w") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"],
-            cwd=ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = Process(
+        "gunicorn", [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py"], env=env, log=log_path
+    )
     try:
-        wait_for(lambda: requests.get(base + "/api/openapi.json", timeout=1).ok, 20, what="gunicorn")
+        wait_for(lambda: http_status(base + "/api/openapi.json") == 200, 20, "gunicorn", procs=[proc])
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         with requests.Session() as http:
             tenant = http.post(f"{base}/api/admin/tenants", json={"name": "logs"}, headers=admin).json()
@@ -163,12 +157,7 @@ def test_gunicorn_log_is_json_with_request_ids_and_never_holds_a_secret(redis_se
             )
             http.get(f"{base}/api/services/{sid}?linx_token={real_token}", headers=key)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        proc.stop(15)
     text = log_path.read_text()
     for secret in (canary_key, canary_token, tenant["api_key"], real_token, ADMIN_TOKEN):
         assert secret not in text

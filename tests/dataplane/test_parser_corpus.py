@@ -1,4 +1,4 @@
-"""``bench/parser_compare.py``'s corpus of hostile and valid heads, through the relay in memory.
+"""``parser_corpus.py``'s hostile and valid heads, through the relay in memory.
 
 Every ``reject`` case (RFC 9112/9110 must-reject, or SPEC section 5's 400) must be answered
 400/431 with nothing of it reaching a container, every ``accept`` case must be relayed, and
@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from bench.parser_compare import ACCEPT, CORPUS, REJECT
+from tests.dataplane.parser_corpus import ACCEPT, CORPUS, REJECT
 from tests.dataplane.test_relay_memory import Harness
 
 # Where the proxy departs from the corpus's expectation, on the safe side, and what it answers

@@ -376,7 +376,7 @@ def test_convergence_of_random_operations_with_random_partitions(world):
         for p in proxies:
             wait_for(lambda p=p: not mismatches(p), RESYNC_BOUND + 5, interval=0.2)
             assert requests.get(p.admin_url + "/readyz", timeout=3).status_code == 200
-    except AssertionError:
+    except (AssertionError, TimeoutError):
         raise AssertionError({p.port: mismatches(p)[:10] for p in proxies}) from None
     finally:
         for s in sessions.values():
