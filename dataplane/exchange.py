@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import error as neterror
 
 from dataplane import forwarding
-from dataplane.fastio import send
+from dataplane.fastio import send, try_send
 from dataplane.http_head import (
     LAST_CHUNK,
     ChunkedDecoder,
@@ -80,6 +80,8 @@ class Exchange:
         "paused_for_connect",
         "corked",
         "out",
+        "client_paced",
+        "upstream_paced",
     )
 
     def __init__(
@@ -115,6 +117,11 @@ class Exchange:
         self.paused_for_connect = False
         self.corked = False
         self.out: list[bytes] = []
+        # Back-pressure, set up only once a side's kernel buffer is full (most exchanges never
+        # get there): the container's reads registered as the producer of the client's
+        # writes, and the client's reads as the producer of the container's.
+        self.client_paced = False
+        self.upstream_paced = False
 
     @property
     def live(self) -> bool:
@@ -129,7 +136,7 @@ class Exchange:
         if self.corked:
             self.out.append(data)
         else:
-            send(self.transport, self.sock, data)
+            self._to_client(data)
 
     def cork(self) -> None:
         self.corked = True
@@ -139,7 +146,36 @@ class Exchange:
         if self.out:
             data = b"".join(self.out)
             self.out = []
-            send(self.transport, self.sock, data)
+            self._to_client(data)
+
+    def _to_client(self, data: bytes) -> None:
+        rest = try_send(self.transport, self.sock, data)
+        if rest:
+            up = self.upstream
+            if up is not None and not self.client_paced:
+                # the client reads slower than the container sends: pace the container
+                self.client_paced = True
+                self.transport.registerProducer(up.reads, True)
+            self.transport.write(rest)
+
+    def _to_upstream(self, up: UpstreamConnection, data: bytes) -> None:
+        rest = try_send(up.transport, up.sock, data)
+        if rest:
+            if not self.upstream_paced:
+                # the container reads the body slower than the client sends: pace the client
+                self.upstream_paced = True
+                up.transport.registerProducer(self.conn.reads, True)
+            up.transport.write(rest)
+
+    def _unpace(self, up: UpstreamConnection | None) -> None:
+        """The pairing ends: neither side's producer may outlive the exchange."""
+        if self.client_paced:
+            self.client_paced = False
+            self.conn.unregister_producer()
+        if self.upstream_paced:
+            self.upstream_paced = False
+            if up is not None:
+                up.transport.unregisterProducer()
 
     def answer(self, data: bytes, status: int, code: str | None, keep: bool) -> None:
         """Answer with something of the proxy's own; then the next request, or close."""
@@ -215,7 +251,7 @@ class Exchange:
                 conn.buf = rest
             if out:
                 if up is not None:
-                    send(up.transport, up.sock, b"".join(out))
+                    self._to_upstream(up, b"".join(out))
                 else:
                     self.pending_body += out
         else:
@@ -229,7 +265,7 @@ class Exchange:
                 self.remaining = remaining - len(data)
             if piece:
                 if up is not None:
-                    send(up.transport, up.sock, piece)
+                    self._to_upstream(up, piece)
                 else:
                     self.pending_body.append(piece)
         if not self.receiving_body and len(conn.buf) > self.ctx.config.max_head_bytes:
@@ -247,13 +283,10 @@ class Exchange:
         if self.route is not ctx.api_route:  # the control plane is not a probed target
             ctx.prober.observed(self.route, True)
         if self.pending_body:
-            send(up.transport, up.sock, b"".join([self.upstream_head, *self.pending_body]))
+            self._to_upstream(up, b"".join([self.upstream_head, *self.pending_body]))
             self.pending_body = []
         else:
-            send(up.transport, up.sock, self.upstream_head)
-        # Back-pressure both ways: a full write buffer on one side pauses reads on the other.
-        up.transport.registerProducer(conn.reads, True)
-        conn.transport.registerProducer(up.reads, True)
+            self._to_upstream(up, self.upstream_head)
         up.expect_response(self.req.method, ctx.config.response_timeout)
         if self.paused_for_connect:
             self.paused_for_connect = False
@@ -295,6 +328,13 @@ class Exchange:
             self.finish(101)
             conn = self.conn
             conn.tunnel_opened()
+            # A tunnel is long and may be bulk: paced both ways from its start
+            if not self.client_paced:
+                self.client_paced = True
+                conn.transport.registerProducer(upstream.reads, True)
+            if not self.upstream_paced:
+                self.upstream_paced = True
+                upstream.transport.registerProducer(conn.reads, True)
             if conn.buf:
                 send(upstream.transport, upstream.sock, conn.buf)
                 conn.buf = b""
@@ -344,9 +384,8 @@ class Exchange:
         up = self.upstream
         self.upstream = None
         finished_request = not self.receiving_body
-        conn.unregister_producer()
+        self._unpace(up)
         if up is not None:
-            up.transport.unregisterProducer()
             up.release(reusable=upstream_reusable and finished_request)
         # Out before the next request is read: an answer to it must not overtake this one.
         self.uncork()
@@ -367,7 +406,7 @@ class Exchange:
             # sent: retry once on a new one, but only if no body byte has gone out.
             if reused and not self.retried and not self.req.has_body:
                 self.retried = True
-                conn.unregister_producer()
+                self._unpace(None)  # the lost connection's transport goes with it
                 self.paused_for_connect = True
                 conn.transport.pauseProducing()
                 self.ctx.pool.acquire(self.route.target, self, fresh=True)
@@ -390,10 +429,9 @@ class Exchange:
         conn = self.conn
         up = self.upstream
         self.upstream = None
+        self._unpace(up)
         if up is not None:
-            up.transport.unregisterProducer()
             up.release(reusable=False)
-        conn.unregister_producer()
         if self.response_started:
             self.finish(self.status, code)
             conn.abort()

@@ -21,6 +21,14 @@ def direct_socket(transport):
 
 def send(transport, sock, data: bytes) -> None:
     """Write ``data`` to ``transport`` (whose socket is ``sock``, or None), in order."""
+    rest = try_send(transport, sock, data)
+    if rest:
+        transport.write(rest)
+
+
+def try_send(transport, sock, data: bytes) -> bytes:
+    """Send what the kernel takes now when nothing is queued; return the rest (empty when all
+    went), which the caller must ``transport.write`` (after registering a producer, say)."""
     if (
         sock is not None
         and not transport._tempDataLen
@@ -35,6 +43,6 @@ def send(transport, sock, data: bytes) -> None:
         except OSError:
             sent = 0  # Twisted's own write path notices the error and reports the loss
         if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
+            return b""
+        return data[sent:]
+    return data
