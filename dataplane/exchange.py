@@ -227,7 +227,7 @@ class Exchange:
             # A new connection is on its way: read no more body bytes until it is up (they
             # would have nowhere to go). A pooled one was lent at once: no pause, no syscalls.
             self.paused_for_connect = True
-            conn.transport.pauseProducing()
+            conn.reads.pauseProducing()
 
     def body_data(self, data: bytes) -> None:
         """Bytes of the request body (and possibly what follows it) from the client."""
@@ -269,7 +269,7 @@ class Exchange:
                 else:
                     self.pending_body.append(piece)
         if not self.receiving_body and len(conn.buf) > self.ctx.config.max_head_bytes:
-            conn.transport.pauseProducing()  # pipelined: hold at most one head's worth
+            conn.reads.pauseProducing()  # pipelined: hold at most one head's worth
 
     # ------------------------------------------------------------- UpstreamClient
     def upstream_ready(self, up: UpstreamConnection) -> None:
@@ -290,7 +290,7 @@ class Exchange:
         up.expect_response(self.req.method, ctx.config.response_timeout)
         if self.paused_for_connect:
             self.paused_for_connect = False
-            conn.transport.resumeProducing()
+            conn.reads.resumeProducing()
 
     def upstream_failed(self, reason) -> None:
         """The connect failed (refused, unreachable or timed out)."""
@@ -408,7 +408,7 @@ class Exchange:
                 self.retried = True
                 self._unpace(None)  # the lost connection's transport goes with it
                 self.paused_for_connect = True
-                conn.transport.pauseProducing()
+                conn.reads.pauseProducing()
                 self.ctx.pool.acquire(self.route.target, self, fresh=True)
                 return
             self.relay_error(502, "upstream_closed", "the container closed the connection without a response")

@@ -245,7 +245,7 @@ class ClientConnection(protocol.Protocol):
             self.state = HEAD
             self.exchange = None
             self.transport.bufferSize = READ_SIZE
-            self.transport.resumeProducing()
+            self.reads.resume()
             if self.buf:
                 self._read_head()
             elif self.revoked:
@@ -284,7 +284,7 @@ class ClientConnection(protocol.Protocol):
             # Pipelined bytes while a response is in flight: hold at most one head's worth.
             self.buf += data
             if len(self.buf) > self.ctx.config.max_head_bytes:
-                self.transport.pauseProducing()
+                self.reads.pauseProducing()
             return
         if state == CLOSED:
             return

@@ -67,18 +67,30 @@ class ReadPauser:
     ``loseConnection``, so the container hanging up would silently close the client (before
     its 502, or during the retry on a new connection). Which side ends what is the protocols'
     decision, so here stopping does nothing.
+
+    Every pause of a connection's reads goes through its ``ReadPauser``, so ``resume`` at the
+    end of an exchange costs nothing when nothing paused them (the common case).
     """
 
-    __slots__ = ("transport",)
+    __slots__ = ("transport", "paused")
 
     def __init__(self, transport) -> None:
         self.transport = transport
+        self.paused = False
 
     def pauseProducing(self) -> None:
+        self.paused = True
         self.transport.pauseProducing()
 
     def resumeProducing(self) -> None:
+        self.paused = False
         self.transport.resumeProducing()
+
+    def resume(self) -> None:
+        """Reads on again if anything paused them."""
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
 
     def stopProducing(self) -> None:
         pass
@@ -242,7 +254,7 @@ class UpstreamConnection(protocol.Protocol):
             self.transport.bufferSize = READ_SIZE
             # The client's back-pressure may have paused our reads at the very end of the
             # response; an idle pooled connection must read (to see a close, or its next answer).
-            self.transport.resumeProducing()
+            self.reads.resume()
             self.pool.put_idle(self)
         else:
             self.connected = False
