@@ -9,7 +9,10 @@ error handling exactly as before. TLS transports and anything unusual take the n
 
 from __future__ import annotations
 
-from twisted.internet import tcp
+from twisted.internet import main, tcp
+from twisted.python import failure
+
+_DONE = failure.Failure(main.CONNECTION_DONE)
 
 
 def direct_socket(transport):
@@ -46,3 +49,29 @@ def try_send(transport, sock, data: bytes) -> bytes:
             return b""
         return data[sent:]
     return data
+
+
+def close_now(transport, sock) -> None:
+    """``transport.loseConnection()``, without its round trip when nothing is queued.
+
+    Twisted closes by stopping reads, watching for writability (one ``epoll_ctl`` each), waiting
+    for the next reactor turn to find the empty buffer, then shutting down and closing the
+    socket. With nothing queued there is nothing to wait for: stop reading and close on the
+    next turn (as ``abortConnection`` does, but with a FIN); ``close`` alone sends the FIN, so
+    the extra ``shutdown`` call goes too (the descriptor is this process's alone: CLOEXEC).
+    """
+    if (
+        sock is None
+        or transport._tempDataLen
+        or transport.offset != len(transport.dataBuffer)
+        or not transport.connected
+        or transport.disconnecting
+        or transport.producer is not None
+    ):
+        transport.loseConnection()
+        return
+    transport.disconnecting = True  # later writes are dropped, a second close does nothing
+    transport.stopReading()
+    transport.stopWriting()
+    transport._shouldShutdown = False
+    transport.reactor.callLater(0, transport.connectionLost, _DONE)

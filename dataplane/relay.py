@@ -28,7 +28,7 @@ from dataplane import access, forwarding
 from dataplane.access_log import request_id
 from dataplane.deadline import Deadline
 from dataplane.exchange import CLIENT_CLOSED, CLOSED, HEAD, RELAY, TUNNEL, Exchange, can_keep
-from dataplane.fastio import direct_socket, send
+from dataplane.fastio import close_now, direct_socket, send
 from dataplane.http_head import (
     HEAD_END,
     HeadError,
@@ -151,7 +151,7 @@ class ClientConnection(protocol.Protocol):
             self.transport.resumeProducing()  # back-pressure may have paused them
             self.timer.set(LINGER_SECS, self.transport.loseConnection)
             return
-        self.transport.loseConnection()
+        close_now(self.transport, self.sock)
 
     def unregister_producer(self) -> None:
         try:
