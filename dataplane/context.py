@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataplane import access
 from dataplane.access_log import AccessLog
 from dataplane.config import ProxyConfig
+from dataplane.deadline import FifoDeadlines
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober, RedisWriter
 from dataplane.routes import Route, RouteTable, control_plane_route
@@ -122,6 +123,7 @@ class ProxyContext:
         self.host_suffix = (b"." + config.service_domain.encode()) if config.service_domain else None
         self.api_route = control_plane_route(config.api_upstream) if config.api_upstream else None
         self.open_connections = 0
+        self.first_heads = FifoDeadlines(reactor, config.head_timeout)
         # read when scraped: no lock taken per connection
         metrics.open_connections.set_function(lambda: self.open_connections)
         self.live_connections: set = set()

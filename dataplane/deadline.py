@@ -12,6 +12,7 @@ and a busy connection re-arms about once per timeout period instead of per reque
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 
@@ -63,3 +64,50 @@ class Deadline:
         fn = self.fn
         self.at = self.fn = None
         fn()
+
+
+class FifoDeadlines:
+    """Deadlines all of one length, due in the order they were set: one ``DelayedCall`` for
+    all of them. Every connection's first head deadline runs from its start (SPEC: the head
+    timeout), so at a new connection per request this saves a ``DelayedCall`` created and
+    cancelled per connection. An entry is ``[due, fn]``; ``cancel`` drops ``fn`` (and the
+    connection it holds) at once, the entry itself when it comes due.
+    """
+
+    __slots__ = ("reactor", "delay", "queue", "call")
+
+    def __init__(self, reactor, delay: float) -> None:
+        self.reactor = reactor
+        self.delay = delay
+        self.queue: deque[list] = deque()
+        self.call = None
+
+    def add(self, fn: Callable[[], object]) -> list:
+        entry = [self.reactor.seconds() + self.delay, fn]
+        self.queue.append(entry)
+        if self.call is None:
+            self.call = self.reactor.callLater(self.delay, self._fire)
+        return entry
+
+    @staticmethod
+    def cancel(entry: list) -> None:
+        entry[1] = None
+
+    def _fire(self) -> None:
+        self.call = None
+        queue = self.queue
+        now = self.reactor.seconds()
+        while queue and queue[0][0] <= now:
+            fn = queue.popleft()[1]
+            if fn is not None:
+                fn()
+        while queue and queue[0][1] is None:
+            queue.popleft()  # cancelled: no timer for them
+        if queue and self.call is None:
+            self.call = self.reactor.callLater(max(0.0, queue[0][0] - now), self._fire)
+
+    def stop(self) -> None:
+        self.queue.clear()
+        call, self.call = self.call, None
+        if call is not None and call.active():
+            call.cancel()

@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from dataplane import access, forwarding
 from dataplane.access_log import request_id
-from dataplane.deadline import Deadline
+from dataplane.deadline import Deadline, FifoDeadlines
 from dataplane.exchange import CLIENT_CLOSED, CLOSED, HEAD, RELAY, TUNNEL, Exchange, can_keep
 from dataplane.fastio import close_now, direct_socket, send
 from dataplane.http_head import (
@@ -68,6 +68,7 @@ class ClientConnection(protocol.Protocol):
         self.state = HEAD
         self.buf = b""
         self.timer = Deadline(ctx.reactor)
+        self.first_head: list | None = None  # its entry in ctx.first_heads until the head is in
         self.head_started = False
         self.peer_ip = b""
         self.trusted = False
@@ -115,7 +116,7 @@ class ClientConnection(protocol.Protocol):
         # (service._listen): no setsockopt per connection.
         # The first request's head deadline runs from the connection's start, not its first byte.
         self.head_started = True
-        self.timer.set(ctx.config.head_timeout, self._head_timeout)
+        self.first_head = ctx.first_heads.add(self._head_timeout)
 
     def connectionLost(self, reason=None) -> None:
         ex = self.exchange
@@ -128,6 +129,9 @@ class ClientConnection(protocol.Protocol):
             self.in_tunnel = False
             self.ctx.metrics.websockets.dec()
         self.timer.stop()
+        if self.first_head is not None:
+            FifoDeadlines.cancel(self.first_head)
+            self.first_head = None
         ctx = self.ctx
         ctx.open_connections -= 1
         ctx.live_connections.discard(self)
@@ -318,6 +322,9 @@ class ClientConnection(protocol.Protocol):
         head = buf[: end + 4]
         self.buf = buf[end + 4 :]
         self.timer.clear()
+        if self.first_head is not None:
+            FifoDeadlines.cancel(self.first_head)
+            self.first_head = None
         self.head_started = False
         try:
             req = parse_request_head(head, self.ctx.config.max_headers)

@@ -239,6 +239,7 @@ class ProxyService(service.Service):
         for conn in list(ctx.live_connections):
             conn.drop("drain_timeout")
         ctx.pool.close_all()
+        ctx.first_heads.stop()
         if self._expiry.running:
             self._expiry.stop()
         if self._heartbeat.running:

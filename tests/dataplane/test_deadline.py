@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from dataplane.deadline import Deadline
+from dataplane.deadline import Deadline, FifoDeadlines
 
 
 def test_fires_at_the_deadline_and_not_before():
@@ -60,3 +60,34 @@ def test_stop_cancels_the_pending_call():
     assert clock.getDelayedCalls() == [] and d.call is None
     clock.advance(10)
     assert fired == []
+
+
+def test_fifo_deadlines_fire_each_at_its_own_instant_with_one_call_pending():
+    clock = Clock()
+    fifo = FifoDeadlines(clock, 10.0)
+    fired = []
+    fifo.add(lambda: fired.append(("a", clock.seconds())))
+    clock.advance(3)
+    b = fifo.add(lambda: fired.append(("b", clock.seconds())))
+    clock.advance(2)
+    fifo.add(lambda: fired.append(("c", clock.seconds())))
+    assert len(clock.getDelayedCalls()) == 1  # one timer however many deadlines
+    FifoDeadlines.cancel(b)
+    assert b[1] is None  # what it held is let go at once
+    clock.advance(4.5)
+    assert fired == []
+    clock.advance(0.5)
+    assert fired == [("a", 10.0)]
+    clock.advance(5)  # b (due at 13) was cancelled
+    assert fired == [("a", 10.0), ("c", 15.0)]
+    assert clock.getDelayedCalls() == []
+
+
+def test_fifo_deadlines_stop_drops_everything():
+    clock = Clock()
+    fifo = FifoDeadlines(clock, 1.0)
+    fired = []
+    fifo.add(lambda: fired.append(1))
+    fifo.stop()
+    clock.advance(2)
+    assert fired == [] and clock.getDelayedCalls() == []
