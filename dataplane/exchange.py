@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import error as neterror
 
 from dataplane import forwarding
-from dataplane.fastio import send, try_send
+from dataplane.fastio import BUFFER_SIZE, send, try_send
 from dataplane.http_head import (
     LAST_CHUNK,
     ChunkedDecoder,
@@ -156,6 +156,7 @@ class Exchange:
                 # the client reads slower than the container sends: pace the container
                 self.client_paced = True
                 self.transport.registerProducer(up.reads, True)
+            self.transport.bufferSize = BUFFER_SIZE  # a bulk transfer: see fastio.BUFFER_SIZE
             self.transport.write(rest)
 
     def _to_upstream(self, up: UpstreamConnection, data: bytes) -> None:
@@ -165,6 +166,7 @@ class Exchange:
                 # the container reads the body slower than the client sends: pace the client
                 self.upstream_paced = True
                 up.transport.registerProducer(self.conn.reads, True)
+            up.transport.bufferSize = BUFFER_SIZE
             up.transport.write(rest)
 
     def _unpace(self, up: UpstreamConnection | None) -> None:

@@ -28,7 +28,7 @@ from dataplane import access, forwarding
 from dataplane.access_log import request_id
 from dataplane.deadline import Deadline, FifoDeadlines
 from dataplane.exchange import CLIENT_CLOSED, CLOSED, HEAD, RELAY, TUNNEL, Exchange, can_keep
-from dataplane.fastio import close_now, direct_socket, send
+from dataplane.fastio import BUFFER_SIZE, READ_SIZE, close_now, direct_socket, send
 from dataplane.http_head import (
     HEAD_END,
     HeadError,
@@ -36,7 +36,7 @@ from dataplane.http_head import (
     check_partial_line_endings,
     parse_request_head,
 )
-from dataplane.upstream import BUFFER_SIZE, READ_SIZE, ReadPauser
+from dataplane.upstream import ReadPauser
 from shared import ids
 
 if TYPE_CHECKING:
@@ -274,7 +274,7 @@ class ClientConnection(protocol.Protocol):
     # --------------------------------------------------------------------- reading
     def dataReceived(self, data: bytes) -> None:
         if len(data) == READ_SIZE:
-            self.transport.bufferSize = BUFFER_SIZE  # a bulk transfer: see upstream.READ_SIZE
+            self.transport.bufferSize = BUFFER_SIZE  # a bulk transfer: see fastio.BUFFER_SIZE
         state = self.state
         if state == TUNNEL:
             up = self.exchange.upstream

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from dataplane import forwarding
 from dataplane.deadline import Deadline
-from dataplane.fastio import direct_socket, send
+from dataplane.fastio import BUFFER_SIZE, READ_SIZE, direct_socket, send
 from dataplane.http_head import (
     HEAD_END,
     ChunkedDecoder,
@@ -29,13 +29,6 @@ from dataplane.http_head import (
 )
 
 MAX_RESPONSE_HEAD = 65536
-# Read size and back-pressure threshold of a transport (Twisted's ``bufferSize``). A transport
-# starts at Twisted's 64 KiB and moves to BUFFER_SIZE when a read fills it (a bulk transfer:
-# fewer reactor turns), back at the end of the exchange. Not 256 KiB throughout: CPython's
-# recv(256 KiB) allocates a buffer past glibc's mmap threshold and shrinks it, an mmap,
-# mremap and munmap per read that cost a small request about 15 us a read, twice per request.
-READ_SIZE = 64 * 1024
-BUFFER_SIZE = 256 * 1024
 
 
 class UpstreamClient(Protocol):
@@ -148,7 +141,7 @@ class UpstreamConnection(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         client = self.client
         if len(data) == READ_SIZE:
-            self.transport.bufferSize = BUFFER_SIZE  # a bulk transfer: see READ_SIZE
+            self.transport.bufferSize = BUFFER_SIZE  # a bulk transfer: see fastio.BUFFER_SIZE
         if self.tunnel:
             send(client.transport, client.sock, data)
             return

@@ -17,11 +17,11 @@ from twisted.python.failure import Failure
 
 from dataplane.config import ProxyConfig
 from dataplane.context import ProxyContext
+from dataplane.fastio import BUFFER_SIZE, READ_SIZE
 from dataplane.metrics import Metrics
 from dataplane.probe import Prober
 from dataplane.relay import REVOKED_IDLE_GRACE, ProxyFactory
 from dataplane.routes import RouteTable
-from dataplane.upstream import BUFFER_SIZE, READ_SIZE
 from shared import schema
 from tests.dataplane import factories as f
 
