@@ -5,7 +5,10 @@ backend (nginx for static files when installed, plus ``fastpeer``: a C epoll ser
 upload sink and the WebSocket echo, and the WebSocket load client), publishes services through
 the API, and measures every workload against each target in turn (direct, Linx, and as reverse
 proxies of the same backends, when installed: nginx, HAProxy and configurable-http-proxy),
-alternating targets within each round. Prints every target's figures and Linx's ratio to each,
+alternating targets within each round. HTTPS rows: a second Linx proxy with its TLS
+listener beside nginx terminating TLS, one throwaway certificate (trustme) for both. Change
+fan-out over ten replicas is ``python -m bench.fanout``. Prints every target's figures and Linx's
+ratio to each,
 from this one run, with the targets of issue 12, and writes JSON (default
 bench/results/latest.json).
 
@@ -30,12 +33,15 @@ from bench import loadgen, workloads
 from bench.stack import (
     NGINX_BACKEND,
     NGINX_PROXY,
+    NGINX_TLS_PROXY,
     Reaper,
     build_fastpeer,
     busy_cores,
     chp_path,
     cpu_seconds,
     haproxy_path,
+    https_status,
+    make_cert,
     nginx_path,
     peer_command,
     read_listening,
@@ -78,6 +84,16 @@ def _min(limit: float, text: str):
     return text, lambda f: None if f.get("linx") is None else f["linx"] >= limit
 
 
+def _tls_cpu(r: float, text: str):
+    """Linx's HTTPS CPU per request against its own plain-HTTP figure (kept in ``f["linx_http"]``)."""
+    return (
+        text,
+        lambda f: (
+            None if not f.get("linx_http") or f.get("linx") is None else f["linx"] / f["linx_http"] <= r
+        ),
+    )
+
+
 PEERS = ("nginx", "haproxy", "chp")
 LABELS = {
     "direct": "direct",
@@ -104,6 +120,13 @@ ROWS = [
     ("close_rps", "new connection per request", "req/s", "{:,.0f}", None),
     ("close_cpu_us_per_req", "  proxy CPU per request", "µs", "{:.1f}",
      _ratio_max(2.5, "≤ 2.5× nginx", "nginx")),
+    ("tls_keepalive_rps", "HTTPS keep-alive small GET", "req/s", "{:,.0f}", None),
+    ("tls_keepalive_p99_ms", "  latency p99", "ms", "{:.2f}", None),
+    ("tls_cpu_us_per_req", "  proxy CPU per request", "µs", "{:.1f}",
+     _tls_cpu(1.5, "≤ 1.5× Linx plain HTTP")),
+    ("tls_handshake_rps", "TLS handshakes (new conn per req)", "req/s", "{:,.0f}",
+     _ratio_min(0.5, "≥ 0.5× nginx", "nginx")),
+    ("tls_handshake_cpu_us", "  proxy CPU per handshake", "µs", "{:.1f}", None),
     ("download_MBps", "download (transfer size)", "MB/s", "{:,.0f}", _ratio_min(0.9, "≥ 0.9× direct")),
     ("upload_MBps", "upload (transfer size)", "MB/s", "{:,.0f}", _ratio_min(0.9, "≥ 0.9× direct")),
     ("ws_echo_msgs", "WebSocket echo, 32 B", "msg/s", "{:,.0f}",
@@ -302,6 +325,18 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         Target("linx", linx_web, linx_peer, lambda: tree(proxy.proc.pid)),
     ]
     tok_urls = {"linx": linx_tok}
+    # HTTPS: Linx's TLS listener beside nginx terminating TLS with the same certificate, both in
+    # front of the same backend as the plain rows (name -> (base URL, pids)). A proxy of its own,
+    # pinned as the others, so that the TLS stack's memory stays out of the plain proxy's RSS rows.
+    cert, key = make_cert(reaper.dir)
+    tls_port = free_port()
+    tls_proxy = start_proxy(
+        reaper, redis.url, PREFIX, proxy_cpu, name="proxy-tls",
+        LINX_PROXY_TLS_LISTEN=f"127.0.0.1:{tls_port}", LINX_TLS_CERT=str(cert), LINX_TLS_KEY=str(key),
+    )  # fmt: skip
+    tls_proxy.wait_ready(timeout=60)
+    tls_base = f"https://127.0.0.1:{tls_port}/linx/{svc_web['service_id']}"
+    tls_targets = {"linx": (tls_base, lambda: tree(tls_proxy.proc.pid))}
     if args.baseline is not None:
         base_proxy = start_proxy(
             reaper, redis.url, PREFIX, proxy_cpu, name="proxy-base", source=args.baseline.resolve()
@@ -320,10 +355,13 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
     nginx_proxy = None
     if use_nginx:
         nport = free_port()
+        ntls = free_port()
         body = NGINX_PROXY.format(port=nport, web_port=web_port, peer_port=peer_port)
+        body += NGINX_TLS_PROXY.format(port=ntls, cert=cert, key=key)
         nginx_proxy = start_nginx(reaper, "nginx-proxy", body, nport, proxy_cpu)
         npids = lambda: tree(nginx_proxy.pid)  # noqa: E731
         targets.append(Target("nginx", f"http://127.0.0.1:{nport}/w", f"http://127.0.0.1:{nport}/p", npids))
+        tls_targets["nginx"] = (f"https://127.0.0.1:{ntls}/w", npids)
     peer_procs = {}
     if use_nginx:
         peer_procs["nginx"] = nginx_proxy
@@ -339,6 +377,13 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
     for t in targets:
         if http_status(t.web + small_path) != 200 or http_status(t.peer + "/small") != 200:
             raise RuntimeError(f"target {t.name} does not serve the small file")
+    for name, (url, _) in tls_targets.items():
+        wait_for(
+            lambda u=url: https_status(u + small_path) == 200,
+            10,
+            f"{name} over HTTPS",
+            procs=[tls_proxy.proc],
+        )
 
     raw: dict[str, dict[str, list]] = {}
 
@@ -349,6 +394,8 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
     # warm-up (not recorded): JIT-free Python still fills caches, pools and allocator arenas
     for t in targets:
         loadgen.http_load(t.web + small_path, plan.conns, 1.0, cpus=load_cpu)
+    for url, _ in tls_targets.values():
+        loadgen.http_load(url + small_path, plan.conns, 1.0, cpus=load_cpu)
 
     for rnd in range(plan.rounds):
         order = targets if rnd % 2 == 0 else list(reversed(targets))
@@ -399,6 +446,20 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
             record("close", t.name, res)
             record("close_cpu_us", t.name, (c1 - c0) / max(1, res["requests"]) * 1e6 if pids else None)
             _progress("new connection", t.name, f"{res['rps']:,.0f} req/s")
+        tls_order = list(tls_targets.items())
+        for name, (url, pids_of) in tls_order if rnd % 2 == 0 else reversed(tls_order):
+            pids = pids_of()
+            c0 = cpu_seconds(pids)
+            res = loadgen.http_load(url + small_path, plan.conns, d, cpus=load_cpu)
+            c1 = cpu_seconds(pids)
+            record("tls_keepalive", name, res)
+            record("tls_keepalive_cpu_us", name, (c1 - c0) / max(1, res["requests"]) * 1e6)
+            c0 = cpu_seconds(pids)
+            hres = loadgen.http_load(url + small_path, plan.conns, d, ["Connection: close"], cpus=load_cpu)
+            c1 = cpu_seconds(pids)
+            record("tls_close", name, hres)
+            record("tls_close_cpu_us", name, (c1 - c0) / max(1, hres["requests"]) * 1e6)
+            _progress("https", name, f"keep-alive {res['rps']:,.0f} req/s, handshakes {hres['rps']:,.0f}/s")
         for t in order:
             down = [workloads.download(t.web + big_path, plan.transfer) for _ in range(plan.transfers)]
             up = [workloads.upload(t.peer + "/upload", plan.transfer) for _ in range(plan.transfers)]
@@ -529,6 +590,13 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         fig["upload_MBps"][n] = med("upload", n)
         fig["ws_echo_msgs"][n] = med("ws_small", n, "msgs_per_s")
         fig["ws_1mib_MBps"][n] = med("ws_big", n, "MBps")
+    for n in tls_targets:
+        fig["tls_keepalive_rps"][n] = med("tls_keepalive", n, "rps")
+        fig["tls_keepalive_p99_ms"][n] = med("tls_keepalive", n, "p99_ms")
+        fig["tls_cpu_us_per_req"][n] = med("tls_keepalive_cpu_us", n)
+        fig["tls_handshake_rps"][n] = med("tls_close", n, "rps")
+        fig["tls_handshake_cpu_us"][n] = med("tls_close_cpu_us", n)
+    fig["tls_cpu_us_per_req"]["linx_http"] = fig["proxy_cpu_us_per_req"].get("linx")
     for n in tok_urls:
         fig["token_keepalive_rps"][n] = med("token", n, "rps")
         fig["token_cpu_us_per_req"][n] = med("token_cpu_us", n)

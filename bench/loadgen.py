@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shutil
+import ssl
 import subprocess
 import time
 from urllib.parse import urlsplit
@@ -66,13 +67,13 @@ class _Stats:
         self.recording = False
 
 
-async def _one_conn(host: str, port: int, request: bytes, keep: bool, stats: _Stats, stop: float):
+async def _one_conn(host: str, port: int, request: bytes, keep: bool, stats: _Stats, stop: float, tls=None):
     reader = writer = None
     while time.monotonic() < stop:
         t0 = time.perf_counter()
         try:
             if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await asyncio.open_connection(host, port, ssl=tls)
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
             m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
@@ -83,7 +84,7 @@ async def _one_conn(host: str, port: int, request: bytes, keep: bool, stats: _St
             if not keep:
                 writer.close()
                 writer = None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ssl.SSLError):
             stats.errors += 1
             if writer is not None:
                 writer.close()
@@ -104,9 +105,14 @@ async def _python_load(url: str, conns: int, secs: float, headers: list[str], wa
     head = f"GET {target} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
     head += "".join(h + "\r\n" for h in headers) + "\r\n"
     stats = _Stats()
+    tls = None
+    if parts.scheme == "https":  # the bench's own certificate: not verified, as wrk does not
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
     stop = time.monotonic() + warm + secs
     tasks = [
-        asyncio.ensure_future(_one_conn(parts.hostname, parts.port, head.encode(), keep, stats, stop))
+        asyncio.ensure_future(_one_conn(parts.hostname, parts.port, head.encode(), keep, stats, stop, tls))
         for _ in range(conns)
     ]
     await asyncio.sleep(warm)

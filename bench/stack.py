@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -163,10 +164,12 @@ def start_proxy(
     workers: int = 1,
     name: str = "proxy",
     source: Path | None = None,
+    **extra_env: str,
 ) -> Proxy:
     """A proxy (not waited for: ``wait_ready()`` measures its start), pinned to ``cpus``;
-    ``source``: run the dataplane of another checkout (a baseline)."""
-    env = stack_env(redis_url, prefix, LINX_MAX_CONNECTIONS="20000")
+    ``source``: run the dataplane of another checkout (a baseline); ``extra_env``: more settings
+    (``LINX_PROXY_TLS_LISTEN`` ...)."""
+    env = stack_env(redis_url, prefix, LINX_MAX_CONNECTIONS="20000", **extra_env)
     if source is not None:
         env["PYTHONPATH"] = str(source)
     args = ["--workers", str(workers)] if workers > 1 else []
@@ -271,6 +274,65 @@ NGINX_PROXY = (
   }}
 """
 )
+
+
+NGINX_TLS_PROXY = (
+    """
+  server {{
+    listen 127.0.0.1:{port} ssl backlog=4096;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location /w/ {{
+      proxy_pass http://web/;"""
+    + _PROXY_HEADERS
+    + """      proxy_set_header X-Forwarded-Prefix /w;
+      proxy_set_header Connection "";
+    }}
+  }}
+"""
+)
+
+
+def make_cert(workdir: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and localhost from a throwaway CA (``trustme``, else the
+    ``openssl`` command): (PEM chain path, PEM key path), shared by Linx and nginx."""
+    cert, key = workdir / "tls-chain.pem", workdir / "tls-key.pem"
+    try:
+        import trustme
+    except ImportError:
+        trustme = None
+    if trustme is not None:
+        leaf = trustme.CA().issue_cert("127.0.0.1", "localhost")
+        leaf.private_key_pem.write_to_path(str(key))
+        cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    else:
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+             "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    cert.chmod(0o644)
+    key.chmod(0o644)  # nginx reads it as its master's user; a throwaway key
+    return cert, key
+
+
+def https_status(url: str, timeout: float = 1.0) -> int:
+    """``http_status`` over HTTPS, the certificate not verified (the bench's own)."""
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:  # noqa: S310
+            resp.read()
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
 
 
 def start_nginx(reaper: Reaper, name: str, body: str, port: int, cpus: str | None) -> Process:
