@@ -112,6 +112,10 @@ ROWS = [
     ("keepalive_p99_ms", "  latency p99", "ms", "{:.2f}", _max(5.0, "< 5 ms")),
     ("many_rps", "keep-alive, many connections", "req/s", "{:,.0f}", None),
     ("many_p99_ms", "  latency p99", "ms", "{:.2f}", None),
+    ("many_cpu_us", "  proxy CPU per request", "µs", "{:.1f}", None),
+    ("many_knee", "  CPU per request vs 50 connections", "×", "{:.2f}", _max(1.15, "≤ 1.15×")),
+    ("c200_cpu_us", "keep-alive, 200 connections: proxy CPU per request", "µs", "{:.1f}", None),
+    ("c200_knee", "  vs 50 connections", "×", "{:.2f}", _max(1.15, "≤ 1.15×")),
     ("proxy_cpu_us_per_req", "proxy CPU per request", "µs", "{:.1f}", _ratio_max(3, "≤ 3× nginx", "nginx")),
     ("token_keepalive_rps", "keep-alive GET, X-Linx-Token", "req/s", "{:,.0f}", None),
     ("token_cpu_us_per_req", "  proxy CPU per request", "µs", "{:.1f}", None),
@@ -432,12 +436,15 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
                 record("query", t.name, qres)
                 record("query_cpu_us", t.name, (c1 - c0) / max(1, qres["requests"]) * 1e6)
                 _progress("keep-alive query", t.name, f"{qres['rps']:,.0f} req/s")
-        for t in order:
-            res = loadgen.http_load(t.web + small_path, plan.many_conns, d, cpus=load_cpu)
-            record("many", t.name, res)
-            _progress(
-                f"{plan.many_conns} conns", t.name, f"{res['rps']:,.0f} req/s p99 {res['p99_ms']:.2f} ms"
-            )
+        for conns, key in ((plan.many_conns, "many"), (200, "c200")):
+            for t in order:
+                pids = t.pids() if t.pids else []
+                c0 = cpu_seconds(pids)
+                res = loadgen.http_load(t.web + small_path, conns, d, cpus=load_cpu)
+                c1 = cpu_seconds(pids)
+                record(key, t.name, res)
+                record(f"{key}_cpu", t.name, (c1 - c0) / max(1, res["requests"]) * 1e6 if pids else None)
+                _progress(f"{conns} conns", t.name, f"{res['rps']:,.0f} req/s p99 {res['p99_ms']:.2f} ms")
         for t in order:
             pids = t.pids() if t.pids else []
             c0 = cpu_seconds(pids)
@@ -584,6 +591,12 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         fig["proxy_cpu_us_per_req"][n] = med("keepalive_cpu_us", n)
         fig["many_rps"][n] = med("many", n, "rps")
         fig["many_p99_ms"][n] = med("many", n, "p99_ms")
+        fig["many_cpu_us"][n] = med("many_cpu", n)
+        fig["c200_cpu_us"][n] = med("c200_cpu", n)
+        base_cpu = med("keepalive_cpu_us", n)
+        for k in ("many", "c200"):
+            cpu = fig[f"{k}_cpu_us"][n]
+            fig[f"{k}_knee"][n] = cpu / base_cpu if cpu and base_cpu else None
         fig["close_rps"][n] = med("close", n, "rps")
         fig["close_cpu_us_per_req"][n] = med("close_cpu_us", n)
         fig["download_MBps"][n] = med("download", n)
