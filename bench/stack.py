@@ -23,7 +23,7 @@ from pathlib import Path
 from control.client import Client
 from deploy import stack
 from deploy.redis_process import RedisProcess
-from deploy.stack import ControlPlane, Process, Proxy, free_port, pinned, stack_env, wait_for
+from deploy.stack import ControlPlane, Process, Proxy, free_port, http_status, pinned, stack_env, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "bench-admin-token-0123456789abcdef"
@@ -325,14 +325,7 @@ def https_status(url: str, timeout: float = 1.0) -> int:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=timeout, context=ctx) as resp:  # noqa: S310
-            resp.read()
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except (urllib.error.URLError, OSError):
-        return 0
+    return http_status(url, timeout, context=ctx)
 
 
 def start_nginx(reaper: Reaper, name: str, body: str, port: int, cpus: str | None) -> Process:

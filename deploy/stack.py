@@ -270,10 +270,11 @@ def wait_for(
     raise TimeoutError(message)
 
 
-def http_status(url: str, timeout: float = 1.0) -> int:
-    """The status a GET of ``url`` answers; 0 when nothing answers."""
+def http_status(url: str, timeout: float = 1.0, context=None) -> int:
+    """The status a GET of ``url`` answers; 0 when nothing answers (``context``: an
+    ``ssl.SSLContext`` for https URLs)."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own loopback URLs
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:  # noqa: S310 - our own loopback URLs
             resp.read()
             return resp.status
     except urllib.error.HTTPError as exc:
