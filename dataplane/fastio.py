@@ -16,9 +16,9 @@ _DONE = failure.Failure(main.CONNECTION_DONE)
 # Read size and back-pressure threshold of a transport (Twisted's ``bufferSize``). A transport
 # starts at Twisted's 64 KiB and moves to BUFFER_SIZE when a read fills it or a write finds
 # the kernel's buffer full (a bulk transfer: fewer reactor turns and pauses), back at the end
-# of the exchange. Not 256 KiB throughout: CPython's
-# recv(256 KiB) allocates a buffer past glibc's mmap threshold and shrinks it, an mmap,
-# mremap and munmap per read that cost a small request about 15 us a read, twice per request.
+# of the exchange. Not 256 KiB throughout: CPython's recv(256 KiB) allocates a buffer past
+# glibc's mmap threshold and shrinks it, an mmap, mremap and munmap per read that cost a small
+# request about 15 us a read, twice per request.
 READ_SIZE = 64 * 1024
 BUFFER_SIZE = 256 * 1024
 

@@ -2,8 +2,9 @@
 
 An ``UpstreamConnection`` parses the container's response head (strictly: ``http_head``),
 frames its body and hands both to the client side through the small ``UpstreamClient``
-protocol below, so this module never imports the client side (``exchange``, ``relay``). Back-pressure: each
-transport is registered as the other's producer through a ``ReadPauser``.
+protocol below, so this module never imports the client side (``exchange``, ``relay``).
+Back-pressure: once one side's writes back up, the other side's ``ReadPauser`` is registered as
+their producer (``exchange.Exchange``).
 
 Everything here runs on the reactor thread; time comes from the reactor passed in.
 """
