@@ -1,6 +1,7 @@
 """Profile the proxy under keep-alive load with py-spy, and summarise where its CPU goes.
 
-    python -m bench.profile [--seconds 15] [--rate 500] [--token] [--out /tmp/linx-profile]
+    python -m bench.profile [--seconds 15] [--rate 500] [--token] [--close] [--tls] [--native]
+                            [--out /tmp/linx-profile]
 
 Starts the same stack as ``python -m bench`` (Redis, control plane, proxy pinned to the first
 CPU, nginx or the peer as backend), runs wrk (or the Python load) against Linx, and meanwhile
@@ -25,6 +26,8 @@ from bench.stack import (
     NGINX_BACKEND,
     Reaper,
     build_fastpeer,
+    https_status,
+    make_cert,
     nginx_path,
     peer_command,
     read_listening,
@@ -96,6 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--token", action="store_true", help="load a service_token service with its token")
     p.add_argument("--close", action="store_true", help="a new connection per request")
+    p.add_argument("--tls", action="store_true", help="through the proxy's TLS listener (HTTPS)")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--out", type=Path, default=Path("/tmp/linx-profile"))
     args = p.parse_args(argv)
@@ -122,20 +126,31 @@ def main(argv=None) -> int:
             start_nginx(reaper, "nginx-backend", body, web_port, load_cpu)
             small = "/small.txt"
         redis = start_redis(reaper)
-        proxy = start_proxy(reaper, redis.url, PREFIX, proxy_cpu)
+        tls_env = {}
+        if args.tls:
+            cert, key = make_cert(reaper.dir)
+            tls_port = free_port()
+            tls_env = {
+                "LINX_PROXY_TLS_LISTEN": f"127.0.0.1:{tls_port}",
+                "LINX_TLS_CERT": str(cert),
+                "LINX_TLS_KEY": str(key),
+            }
+        proxy = start_proxy(reaper, redis.url, PREFIX, proxy_cpu, **tls_env)
         control, admin = start_control(reaper, redis.url, PREFIX, proxy.url)
         proxy.wait_ready(timeout=60)
         tenant, ctr = tenant_with_container(admin, "profile")
         mode = "service_token" if args.token else "public"
         with Client(control.url, api_key=tenant["api_key"]) as linx:
             svc = linx.publish(ctr["container_id"], "web", web_port, auth_mode=mode)
-        url = f"{proxy.url}/linx/{svc['service_id']}{small}"
+        base = f"https://127.0.0.1:{tls_port}" if args.tls else proxy.url
+        url = f"{base}/linx/{svc['service_id']}{small}"
         headers = []
         if args.token:
             headers.append("X-Linx-Token: " + svc["public_url"].split("linx_token=")[1].split("&")[0])
         if args.close:
             headers.append("Connection: close")
-        wait_for(lambda: http_status(url, 1.0) in (200, 401), 10, url)
+        status = https_status if args.tls else http_status
+        wait_for(lambda: status(url, 1.0) in (200, 401), 10, url)
         loadgen.http_load(url, 50, 2.0, headers, cpus=load_cpu)  # warm-up
         args.out.mkdir(parents=True, exist_ok=True)
         raw = args.out / "profile.txt"

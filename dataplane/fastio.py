@@ -40,10 +40,13 @@ def send(transport, sock, data: bytes) -> None:
 
 def try_send(transport, sock, data: bytes) -> bytes:
     """Send what the kernel takes now when nothing is queued; return the rest (empty when all
-    went), which the caller must ``transport.write`` (after registering a producer, say)."""
+    went), which the caller must ``transport.write`` (after registering a producer, say).
+    A transport without a socket of its own (TLS) may have a ``try_send`` of its own."""
+    if sock is None:
+        own = getattr(transport, "try_send", None)
+        return data if own is None else own(data)
     if (
-        sock is not None
-        and not transport._tempDataLen
+        not transport._tempDataLen
         and transport.offset == len(transport.dataBuffer)
         and transport.connected
         and not transport.disconnecting
@@ -58,6 +61,11 @@ def try_send(transport, sock, data: bytes) -> bytes:
             return b""
         return data[sent:]
     return data
+
+
+def queued(transport) -> bool:
+    """Whether a TCP transport holds bytes not yet sent."""
+    return bool(transport._tempDataLen) or transport.offset != len(transport.dataBuffer)
 
 
 def close_now(transport, sock) -> None:

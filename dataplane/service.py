@@ -176,9 +176,9 @@ class ProxyService(service.Service):
         cfg = self.config
         self.ports.append(self._listen(cfg.listen, relay.ProxyFactory(self.ctx, b"http")))
         if cfg.tls_listen is not None:
-            from twisted.protocols.tls import TLSMemoryBIOFactory
+            from dataplane.tls import ServerTLSFactory
 
-            tls = TLSMemoryBIOFactory(self._tls_context, False, relay.ProxyFactory(self.ctx, b"https"))
+            tls = ServerTLSFactory(self._tls_context, relay.ProxyFactory(self.ctx, b"https"), self.reactor)
             self.ports.append(self._listen(cfg.tls_listen, tls))
         for callback in self._on_listening:
             callback(self)
