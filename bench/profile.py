@@ -1,6 +1,7 @@
 """Profile the proxy under keep-alive load with py-spy, and summarise where its CPU goes.
 
     python -m bench.profile [--seconds 15] [--rate 500] [--token] [--close] [--tls] [--native]
+                            [--conns 50]
                             [--out /tmp/linx-profile]
 
 Starts the same stack as ``python -m bench`` (Redis, control plane, proxy pinned to the first
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--token", action="store_true", help="load a service_token service with its token")
     p.add_argument("--close", action="store_true", help="a new connection per request")
+    p.add_argument("--conns", type=int, default=50, help="keep-alive client connections")
     p.add_argument("--tls", action="store_true", help="through the proxy's TLS listener (HTTPS)")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument("--out", type=Path, default=Path("/tmp/linx-profile"))
@@ -151,14 +153,14 @@ def main(argv=None) -> int:
             headers.append("Connection: close")
         status = https_status if args.tls else http_status
         wait_for(lambda: status(url, 1.0) in (200, 401), 10, url)
-        loadgen.http_load(url, 50, 2.0, headers, cpus=load_cpu)  # warm-up
+        loadgen.http_load(url, args.conns, 2.0, headers, cpus=load_cpu)  # warm-up
         args.out.mkdir(parents=True, exist_ok=True)
         raw = args.out / "profile.txt"
         svg = args.out / "profile.svg"
         results = {}
         secs = args.seconds + 2
         load = threading.Thread(
-            target=lambda: results.update(loadgen.http_load(url, 50, secs, headers, cpus=load_cpu))
+            target=lambda: results.update(loadgen.http_load(url, args.conns, secs, headers, cpus=load_cpu))
         )
         load.start()
         spy = [pyspy, "record", "--pid", str(proxy.proc.pid), "--rate", str(args.rate)]
@@ -169,7 +171,7 @@ def main(argv=None) -> int:
         load.join()
         flame = [pyspy, "record", "--pid", str(proxy.proc.pid), "--rate", str(args.rate)]
         flame += ["--duration", "3", "--format", "flamegraph", "-o", str(svg)]
-        side = threading.Thread(target=lambda: loadgen.http_load(url, 50, 5, headers, cpus=load_cpu))
+        side = threading.Thread(target=lambda: loadgen.http_load(url, args.conns, 5, headers, cpus=load_cpu))
         side.start()
         subprocess.run(flame, capture_output=True)
         side.join()

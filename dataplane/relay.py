@@ -67,7 +67,7 @@ class ClientConnection(protocol.Protocol):
         self.scheme = scheme
         self.state = HEAD
         self.buf = b""
-        self.timer = Deadline(ctx.reactor)
+        self.timer = Deadline(ctx.reactor, ctx.config.head_timeout)
         self.first_head: list | None = None  # its entry in ctx.first_heads until the head is in
         self.head_started = False
         self.peer_ip = b""

@@ -104,7 +104,7 @@ class UpstreamConnection(protocol.Protocol):
         self.remaining = 0
         self.decoder: ChunkedDecoder | None = None
         # the response-head timeout while an exchange waits, the idle expiry while pooled
-        self.timer = Deadline(pool.reactor)
+        self.timer = Deadline(pool.reactor, pool.idle_timeout)
         self.connected = False
         self.uses = 0
         self.tunnel = False

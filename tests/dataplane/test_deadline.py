@@ -91,3 +91,41 @@ def test_fifo_deadlines_stop_drops_everything():
     fifo.stop()
     clock.advance(2)
     assert fired == [] and clock.getDelayedCalls() == []
+
+
+def test_with_a_horizon_the_routine_sooner_deadline_never_moves_the_call():
+    # keep-alive: idle (75 s), then the next request's head (10 s), request after request
+    clock, fired = Clock(), []
+    d = Deadline(clock, horizon=10)
+    for _ in range(100):
+        d.set(75, lambda: fired.append("idle"))
+        clock.advance(0.5)
+        call, due = d.call, d.call.getTime()
+        d.set(10, lambda: fired.append("head"))
+        assert d.call is call and call.getTime() == due  # not reset (a heap scan in Twisted)
+        clock.advance(0.01)
+        d.clear()
+    assert fired == [] and len(clock.getDelayedCalls()) == 1
+
+
+def test_a_deadline_past_the_horizon_fires_exactly_when_due():
+    clock, fired = Clock(), []
+    d = Deadline(clock, horizon=10)
+    d.set(75, lambda: fired.append(clock.seconds()))
+    for _ in range(7):
+        clock.advance(10)
+        assert fired == [] and d.call.getTime() <= clock.seconds() + 10
+    clock.advance(4.99)
+    assert fired == []
+    clock.advance(0.01)
+    assert fired == [75]
+
+
+def test_with_a_horizon_a_head_deadline_after_idle_is_not_a_move():
+    clock = Clock()
+    d = Deadline(clock, horizon=10)
+    d.set(75, lambda: None)
+    before = d.call.getTime()
+    clock.advance(3)
+    d.set(10, lambda: None)  # due at 13, the call at 10: it re-arms then, no reset now
+    assert d.call.getTime() == before == 10
