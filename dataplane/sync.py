@@ -26,6 +26,7 @@ from shared.redis_conn import make_client
 log = Logger()
 MAX_BACKOFF = 2.0
 WAIT_MS = 1000
+FEED_PAGE = 1000  # events per read_feed
 
 
 class SyncThread:
@@ -80,13 +81,15 @@ class SyncThread:
                     call(self.on_snapshot, snap)
                     snap = None  # the reactor owns it now; do not keep a second copy alive
                     call(self.on_exchange)
-                events, cursor_after = self.schema.read_feed(client, cursor)
+                events, cursor_after = self.schema.read_feed(client, cursor, FEED_PAGE)
                 call(self.on_exchange)
                 backoff = 0.1
                 if events:
                     cursor = cursor_after
                     call(self.on_events, events)
-                    continue
+                    if len(events) == FEED_PAGE:
+                        continue  # a full page: more is waiting
+                # wait_feed returns at once when more came meanwhile: no read that finds nothing
                 self.schema.wait_feed(client, cursor, WAIT_MS)
             except schema_mod.FeedGap as gap:
                 log.info("sync: full resync needed: {why}", why=str(gap))

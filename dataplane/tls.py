@@ -40,7 +40,7 @@ def context_factory(config: ProxyConfig) -> ssl.SSLContext:
     return ctx
 
 
-@implementer(interfaces.ITCPTransport)
+@implementer(interfaces.ITransport, interfaces.IConsumer, interfaces.IPushProducer)
 class ServerTLS(protocol.Protocol):
     """One server-side TLS connection (see the module text)."""
 
@@ -117,7 +117,7 @@ class ServerTLS(protocol.Protocol):
 
     def _fail(self) -> None:
         """A TLS error: send the alert OpenSSL wrote, and close."""
-        self.closed = True
+        self.closed = self.disconnecting = True
         self._flush()
         self.transport.loseConnection()
 
@@ -133,7 +133,11 @@ class ServerTLS(protocol.Protocol):
         if not self.handshake_done:
             self.early.append(data)
             return
-        self.tls.write(data)  # a memory BIO takes everything
+        try:
+            self.tls.write(data)  # a memory BIO takes everything
+        except ssl.SSLError:  # the session broke (the client sent a fatal alert, say)
+            self._fail()
+            return
         self._flush()
 
     def writeSequence(self, seq) -> None:

@@ -281,3 +281,11 @@ def test_try_send_on_a_real_socket_skips_twisteds_buffer(contexts):
     assert tls.try_send(b"later") == b"later"
     client.close()
     a.close()
+
+
+def test_after_a_tls_error_writes_are_dropped_not_raised(contexts):
+    p = Pipe(contexts)
+    p.handshake()
+    p.tls.dataReceived(b"\x15\x03\x03\x00\x02\x02\x28")  # a bare fatal alert record, unencrypted
+    assert p.tls.closed and p.tcp.disconnecting
+    p.tls.write(b"HTTP/1.1 200 OK\r\n\r\n")  # the relay answering what it had: no exception
