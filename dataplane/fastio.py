@@ -46,7 +46,7 @@ def try_send(transport, sock, data: bytes) -> bytes:
         own = getattr(transport, "try_send", None)
         return data if own is None else own(data)
     if (
-        not transport._tempDataLen
+        not transport._tempDataLen  # not queued(transport), spelled out on the per-request path
         and transport.offset == len(transport.dataBuffer)
         and transport.connected
         and not transport.disconnecting
@@ -79,8 +79,7 @@ def close_now(transport, sock) -> None:
     """
     if (
         sock is None
-        or transport._tempDataLen
-        or transport.offset != len(transport.dataBuffer)
+        or queued(transport)
         or not transport.connected
         or transport.disconnecting
         or transport.producer is not None
