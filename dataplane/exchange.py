@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.internet import error as neterror
 
 from dataplane import forwarding
-from dataplane.fastio import BUFFER_SIZE, send, try_send
+from dataplane.fastio import BUFFER_SIZE, queued, send, try_send
 from dataplane.http_head import (
     LAST_CHUNK,
     ChunkedDecoder,
@@ -168,6 +168,29 @@ class Exchange:
                 up.transport.registerProducer(self.conn.reads, True)
             up.transport.bufferSize = BUFFER_SIZE
             up.transport.write(rest)
+
+    def splice_target(self):
+        """The client's transport when the rest of the response body may be spliced to it now
+        (passed through as it is, the request complete, plain TCP, reads not paused), else None."""
+        conn = self.conn
+        if (
+            self.out_framing != Framing.LENGTH
+            or self.receiving_body
+            or self.corked
+            or conn.sock is None
+            or conn.reads.paused
+            or not self.live
+        ):
+            return None
+        if self.client_paced:
+            if queued(self.transport):
+                return None
+            self.client_paced = False  # nothing is waiting to be paced any more
+            conn.unregister_producer()
+        return self.transport
+
+    def spliced(self, count: int) -> None:
+        self.resp_bytes += count
 
     def _unpace(self, up: UpstreamConnection | None) -> None:
         """The pairing ends: neither side's producer may outlive the exchange."""

@@ -17,7 +17,7 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from dataplane import forwarding
+from dataplane import forwarding, splice
 from dataplane.deadline import Deadline
 from dataplane.fastio import BUFFER_SIZE, READ_SIZE, direct_socket, send
 from dataplane.http_head import (
@@ -50,6 +50,8 @@ class UpstreamClient(Protocol):
     def informational(self, data: bytes) -> None: ...
     def response_body(self, pieces: list[bytes]) -> None: ...
     def response_done(self, upstream_reusable: bool) -> None: ...
+    def splice_target(self) -> object | None: ...
+    def spliced(self, count: int) -> None: ...
 
 
 @implementer(IPushProducer)
@@ -110,6 +112,7 @@ class UpstreamConnection(protocol.Protocol):
         self.tunnel = False
         self.sock = None
         self.reads: ReadPauser | None = None
+        self.splice: splice.Splice | None = None  # a long body moving in the kernel, see dataplane.splice
 
     def connectionMade(self) -> None:
         self.connected = True
@@ -159,6 +162,37 @@ class UpstreamConnection(protocol.Protocol):
                 self._body_data(data)
         finally:
             client.uncork()
+        if self.remaining >= splice.MIN_BYTES and self.resp is not None and self.framing == Framing.LENGTH:
+            self._try_splice()
+
+    def _try_splice(self) -> None:
+        client = self.client
+        dst = client.splice_target() if client is not None else None
+        if dst is None or not splice.can_splice(self.transport, dst):
+            return
+        self.splice = splice.Splice(
+            self.pool.reactor,
+            self.transport,
+            dst,
+            self.remaining,
+            client.spliced,
+            self._spliced,
+            self._splice_failed,
+        )
+        self.splice.start()
+
+    def _spliced(self) -> None:
+        self.splice = None
+        self.remaining = 0
+        self._done(b"")
+
+    def _splice_failed(self, client_side: bool) -> None:
+        self.splice = None
+        client = self.client
+        if client_side and client is not None:
+            client.transport.abortConnection()  # the client went: its loss ends the exchange
+        else:
+            self.transport.abortConnection()  # the container broke off: the client is cut
 
     def _head_data(self, data: bytes) -> None:
         client = self.client
@@ -256,12 +290,19 @@ class UpstreamConnection(protocol.Protocol):
 
     def client_gone(self) -> None:
         """The client disconnected mid-exchange: the container's answer has nowhere to go."""
+        self._stop_splice()
         self._cancel()
         self.client = None
         self.connected = False
         self.transport.abortConnection()
 
+    def _stop_splice(self) -> None:
+        if self.splice is not None:
+            self.splice.stop()
+            self.splice = None
+
     def connectionLost(self, reason=None) -> None:
+        self._stop_splice()
         self.timer.stop()
         was_connected = self.connected
         self.connected = False

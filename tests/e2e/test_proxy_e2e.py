@@ -342,6 +342,23 @@ def test_large_download_and_upload_stream_with_bounded_memory(publish, stack):
     assert peak[0] - rss_before < 64 * 1024, (rss_before, peak[0])
 
 
+def test_a_long_content_length_body_arrives_intact_and_both_connections_go_on(publish):
+    # past dataplane.splice.MIN_BYTES the body moves by splice(2); the client and the pooled
+    # container connection are handed back to the relay afterwards
+    pub = publish()
+    echo(pub)
+    h = {"X-Linx-Token": pub.token}
+    size = (5 << 20) + 123
+    pattern = b"0123456789abcdef"
+    with requests.Session() as s:
+        first = s.get(pub.url("/echo"), headers=h, timeout=5).json()
+        body = s.get(pub.url(f"/bytes/{size}"), headers=h, timeout=30).content
+        assert len(body) == size and body == (pattern * (size // len(pattern) + 1))[:size]
+        after = s.get(pub.url("/echo"), headers=h, timeout=5).json()
+    assert after["conn_id"] == first["conn_id"]  # the same container connection, from the pool
+    assert after["req_no_on_conn"] == first["req_no_on_conn"] + 2
+
+
 # ------------------------------------------------------------------ WebSockets
 def ws_connect(pub, proxy_url=None, **kw) -> websocket.WebSocket:
     base = (proxy_url or pub.proxy_url).replace("http://", "ws://")

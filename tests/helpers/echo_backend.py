@@ -33,7 +33,8 @@ Endpoints (paths as the backend receives them):
 ``/set-cookie``                Set-Cookie app=1, linx_lnx_evil=x, linx_other=y, session=abc
 ``/expect[?final=417]``        honours ``Expect: 100-continue`` (or answers final at once)
 ``/close-midway?mode=cl``      announces more body than it sends, then resets (``rst=0``:
-``/close-midway?mode=chunked`` FIN instead)
+``/close-midway?mode=chunked`` FIN instead; ``announced=N&sent=M``: sizes, default 1,000,000
+                               and 10,000)
 ``/no-answer``                 never answers; holds the connection until the peer closes
 ``/slow-head?secs=S``          waits S seconds before the head of an echo answer
 ``/garbage``                   non-HTTP bytes, then close
@@ -791,14 +792,16 @@ class Backend:
     async def close_midway(self, conn: Connection, req: Request) -> bool:
         mode = req.param("mode", "cl")
         await req.body.drain()
-        announced, sent = 1_000_000, 10_000
+        announced, sent = int(req.param("announced", "1000000")), int(req.param("sent", "10000"))
         stream = await conn.start_stream(
             req,
             200,
             [("Content-Type", "application/octet-stream")],
             announced if mode == "cl" else None,
         )
-        await stream.write(PATTERN_BLOCK[:sent])
+        while sent > 0:
+            await stream.write(PATTERN_BLOCK[: min(sent, len(PATTERN_BLOCK))])
+            sent -= len(PATTERN_BLOCK)
         # let the partial body leave our buffer before the reset discards what is queued
         deadline = time.monotonic() + 2
         while conn.writer.transport.get_write_buffer_size() and time.monotonic() < deadline:

@@ -1,0 +1,182 @@
+"""Moving a long Content-Length body from one socket to another in the kernel (splice(2)).
+
+A bulk download through the relay is two copies per byte, into Python and out again, and
+those copies are nearly all of its CPU: strace of a 512 MiB download shows nothing but 256 KiB
+``recvfrom`` and ``sendto`` calls. Through a pipe, ``splice`` moves the pages without copying
+them into user space (measured beside a recv/send loop on the same 1 GiB: 0.22-0.28 s of CPU
+against 0.55-0.88 s). The relay hands a response body over to a ``Splice`` once the head is
+out, the body has at least ``MIN_BYTES`` left and both ends are plain TCP with nothing queued.
+
+While it runs, both Twisted transports stop reading and the splice watches the two
+descriptors itself (one reader, one writer object, as the reactor expects), so a slow client
+stops reads from the container (back-pressure). At most ``TURN_BYTES`` move per reactor turn,
+so one transfer cannot starve other connections. ``done()`` hands both transports back.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Callable
+
+from dataplane.fastio import queued
+
+MIN_BYTES = 1 << 20
+TURN_BYTES = 4 << 20
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = 1031
+_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+AVAILABLE = hasattr(os, "splice")
+
+
+def can_splice(src, dst) -> bool:
+    """Both are TCP transports that may be taken over now."""
+    return (
+        AVAILABLE
+        and getattr(src, "socket", None) is not None
+        and getattr(dst, "socket", None) is not None
+        and src.connected
+        and dst.connected
+        and not src.disconnecting
+        and not dst.disconnecting
+        and not queued(dst)
+        and dst.producer is None
+    )
+
+
+class _End:
+    """One descriptor as the reactor sees it."""
+
+    __slots__ = ("splice", "fd")
+
+    def __init__(self, splice: Splice, fd: int) -> None:
+        self.splice = splice
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def doRead(self):
+        self.splice.pump()
+
+    doWrite = doRead
+
+    def connectionLost(self, reason) -> None:
+        self.splice.fail(None)
+
+    def logPrefix(self) -> str:
+        return "splice"
+
+
+class Splice:
+    """``count`` bytes from ``src``'s socket to ``dst``'s. ``on_moved(n)`` after each move,
+    then ``on_done()``, or ``on_failed(client_side)`` once: the splice has stopped by then and
+    both transports are back in Twisted's hands (reading again only on ``on_done``)."""
+
+    def __init__(
+        self,
+        reactor,
+        src,
+        dst,
+        count: int,
+        on_moved: Callable[[int], None],
+        on_done: Callable[[], None],
+        on_failed: Callable[[bool], None],
+    ) -> None:
+        self.reactor = reactor
+        self.src, self.dst = src, dst
+        self.left = count  # still to read from src
+        self.in_pipe = 0
+        self.on_moved, self.on_done, self.on_failed = on_moved, on_done, on_failed
+        self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(self.pipe_w, _F_SETPIPE_SZ, _PIPE_BYTES)
+        except OSError:
+            pass  # above fs.pipe-max-size: the default 64 KiB pipe works, with more turns
+        self.reader = _End(self, src.socket.fileno())
+        self.writer = _End(self, dst.socket.fileno())
+        self.reading = self.writing = False
+        self.active = True
+        src.stopReading()
+        dst.stopReading()
+        dst.stopWriting()
+
+    def start(self) -> None:
+        self.pump()
+
+    def pump(self) -> None:
+        budget = TURN_BYTES
+        src_fd, dst_fd = self.reader.fd, self.writer.fd
+        while self.active:
+            while self.in_pipe:
+                try:
+                    n = os.splice(self.pipe_r, dst_fd, self.in_pipe, flags=_FLAGS)
+                except BlockingIOError:
+                    self._want(write=True)
+                    return
+                except OSError:
+                    self.fail(True)
+                    return
+                self.in_pipe -= n
+                self.on_moved(n)
+            if not self.left:
+                self._finish()
+                return
+            if budget <= 0:
+                self._want(write=False)  # level-triggered: read on at the next turn
+                return
+            try:
+                n = os.splice(src_fd, self.pipe_w, min(self.left, _PIPE_BYTES), flags=_FLAGS)
+            except BlockingIOError:
+                self._want(write=False)
+                return
+            except OSError as exc:
+                self.fail(exc.errno == errno.EPIPE)
+                return
+            if not n:  # the container closed before the whole body
+                self.fail(False)
+                return
+            self.left -= n
+            self.in_pipe += n
+            budget -= n
+
+    def _want(self, write: bool) -> None:
+        reactor = self.reactor
+        if write and not self.writing:
+            reactor.addWriter(self.writer)
+            self.writing = True
+        elif not write and self.writing:
+            reactor.removeWriter(self.writer)
+            self.writing = False
+        if not write and not self.reading:
+            reactor.addReader(self.reader)
+            self.reading = True
+        elif write and self.reading:
+            reactor.removeReader(self.reader)
+            self.reading = False
+
+    def stop(self) -> None:
+        """Take the splice down (idempotent); the transports are not restarted."""
+        if not self.active:
+            return
+        self.active = False
+        if self.reading:
+            self.reactor.removeReader(self.reader)
+        if self.writing:
+            self.reactor.removeWriter(self.writer)
+        self.reading = self.writing = False
+        os.close(self.pipe_r)
+        os.close(self.pipe_w)
+
+    def _finish(self) -> None:
+        self.stop()
+        self.src.startReading()
+        self.dst.startReading()
+        self.on_done()
+
+    def fail(self, client_side: bool | None) -> None:
+        if not self.active:
+            return
+        self.stop()
+        self.on_failed(bool(client_side))

@@ -1,0 +1,186 @@
+"""dataplane.splice on real sockets: exact byte counts, back-pressure, and both ways to fail.
+
+The two ends are Twisted TCP connections over loopback TCP pairs; the reactor is a recorder
+(readers and writers as sets), and the test calls ``pump`` where a reactor would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import pytest
+from twisted.internet import protocol, tcp
+from twisted.internet.task import Clock
+
+from dataplane import splice
+
+
+class _Reactor(Clock):
+    def __init__(self):
+        super().__init__()
+        self.readers, self.writers = set(), set()
+
+    def addReader(self, r):
+        self.readers.add(r)
+
+    def removeReader(self, r):
+        self.readers.discard(r)
+
+    def addWriter(self, w):
+        self.writers.add(w)
+
+    def removeWriter(self, w):
+        self.writers.discard(w)
+
+
+def _tcp_pair():
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(1)
+    a = socket.create_connection(lsock.getsockname())
+    b, _ = lsock.accept()
+    lsock.close()
+    return a, b
+
+
+def _connection(sock, reactor):
+    sock.setblocking(False)
+    conn = tcp.Connection(sock, protocol.Protocol(), reactor)
+    conn.connected = True
+    conn.protocol.makeConnection(conn)
+    conn.startReading()
+    return conn
+
+
+class Rig:
+    """container --(src)--> proxy --(dst)--> client"""
+
+    def __init__(self, count):
+        self.reactor = _Reactor()
+        self.container, src_sock = _tcp_pair()
+        dst_sock, self.client = _tcp_pair()
+        self.src = _connection(src_sock, self.reactor)
+        self.dst = _connection(dst_sock, self.reactor)
+        self.moved, self.done, self.failed = [], [], []
+        assert splice.can_splice(self.src, self.dst)
+        self.splice = splice.Splice(
+            self.reactor, self.src, self.dst, count,
+            self.moved.append, lambda: self.done.append(True), self.failed.append,
+        )  # fmt: skip
+
+    def close(self):
+        self.splice.stop()
+        for s in (self.container, self.client, self.src.socket, self.dst.socket):
+            s.close()
+
+
+def _recv_exactly(sock, n):
+    out = bytearray()
+    sock.settimeout(5)
+    while len(out) < n:
+        chunk = sock.recv(min(1 << 20, n - len(out)))
+        assert chunk
+        out += chunk
+    return bytes(out)
+
+
+def test_moves_exactly_the_count_and_leaves_what_follows_unread():
+    body = bytes(range(256)) * 8192  # 2 MiB
+    rig = Rig(len(body))
+    try:
+        assert rig.src not in rig.reactor.readers and rig.dst not in rig.reactor.readers
+        rig.container.sendall(body[: 1 << 20])
+        rig.splice.start()
+        got = _recv_exactly(rig.client, 1 << 20)
+        assert rig.splice.reader in rig.reactor.readers  # waits for the container's next bytes
+        rig.container.sendall(body[1 << 20 :] + b"NEXT RESPONSE")
+        for _ in range(100):
+            if rig.done:
+                break
+            rig.splice.pump()
+        got += _recv_exactly(rig.client, len(body) - len(got))
+        assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
+        assert rig.done == [True] and rig.failed == [] and sum(rig.moved) == len(body)
+        # handed back: Twisted reads both again, and the next response is still in the socket
+        assert {rig.src, rig.dst} <= rig.reactor.readers
+        assert not ({rig.splice.reader, rig.splice.writer} & (rig.reactor.readers | rig.reactor.writers))
+        assert rig.src.socket.recv(100) == b"NEXT RESPONSE"
+    finally:
+        rig.close()
+
+
+def test_a_client_that_does_not_read_stops_reads_from_the_container():
+    rig = Rig(256 << 20)
+    try:
+        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        rig.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        rig.container.setblocking(False)
+        block = b"x" * (1 << 20)
+        started = False
+        for _ in range(200):
+            try:
+                rig.container.send(block)
+            except BlockingIOError:
+                pass
+            if not started:
+                rig.splice.start()
+                started = True
+            else:
+                rig.splice.pump()
+            if rig.splice.writer in rig.reactor.writers:
+                break
+        assert rig.splice.writer in rig.reactor.writers  # waiting for the client to drain
+        assert rig.splice.reader not in rig.reactor.readers  # and not reading the container
+        assert not rig.done and rig.failed == []
+        moved = sum(rig.moved)
+        _recv_exactly(rig.client, moved)  # the client reads: the splice goes on where it was
+        rig.splice.pump()
+        assert sum(rig.moved) > moved
+    finally:
+        rig.close()
+
+
+def test_the_container_closing_early_fails_on_its_side():
+    rig = Rig(4 << 20)
+    try:
+        rig.container.sendall(b"y" * (1 << 20))
+        rig.container.close()
+        rig.splice.start()
+        for _ in range(10):
+            if rig.failed:
+                break
+            rig.splice.pump()
+        assert rig.failed == [False] and not rig.done
+        assert sum(rig.moved) == 1 << 20  # what came was passed on before the failure
+        assert not (rig.reactor.readers | rig.reactor.writers) & {rig.splice.reader, rig.splice.writer}
+    finally:
+        rig.close()
+
+
+def test_the_client_going_away_fails_on_its_side():
+    rig = Rig(64 << 20)
+    try:
+        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        rig.client.close()  # a reset
+        rig.container.sendall(b"z" * (256 << 10))
+        rig.splice.start()
+        for _ in range(10):
+            if rig.failed:
+                break
+            rig.splice.pump()
+        assert rig.failed == [True] and not rig.done
+    finally:
+        rig.close()
+
+
+def test_stop_is_idempotent_and_closes_the_pipe():
+    rig = Rig(1 << 20)
+    fds = (rig.splice.pipe_r, rig.splice.pipe_w)
+    rig.splice.stop()
+    rig.splice.stop()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    rig.close()
