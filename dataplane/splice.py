@@ -15,7 +15,6 @@ so one transfer cannot starve other connections. ``done()`` hands both transport
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 from collections.abc import Callable
@@ -63,7 +62,7 @@ class _End:
     doWrite = doRead
 
     def connectionLost(self, reason) -> None:
-        self.splice.fail(None)
+        self.splice.fail(self is self.splice.writer)
 
     def logPrefix(self) -> str:
         return "splice"
@@ -71,8 +70,9 @@ class _End:
 
 class Splice:
     """``count`` bytes from ``src``'s socket to ``dst``'s. ``on_moved(n)`` after each move,
-    then ``on_done()``, or ``on_failed(client_side)`` once: the splice has stopped by then and
-    both transports are back in Twisted's hands (reading again only on ``on_done``)."""
+    then ``on_done()``, or ``on_failed(dst_side)`` once (True: writing to ``dst`` failed; False:
+    ``src`` closed or failed first): the splice has stopped by then, and both transports read
+    again only after ``on_done``."""
 
     def __init__(
         self,
@@ -131,8 +131,8 @@ class Splice:
             except BlockingIOError:
                 self._want(write=False)
                 return
-            except OSError as exc:
-                self.fail(exc.errno == errno.EPIPE)
+            except OSError:
+                self.fail(False)
                 return
             if not n:  # the container closed before the whole body
                 self.fail(False)
@@ -162,21 +162,36 @@ class Splice:
             return
         self.active = False
         if self.reading:
-            self.reactor.removeReader(self.reader)
+            self._unwatch(self.reader, writing=False)
         if self.writing:
-            self.reactor.removeWriter(self.writer)
+            self._unwatch(self.writer, writing=True)
         self.reading = self.writing = False
         os.close(self.pipe_r)
         os.close(self.pipe_w)
 
+    def _unwatch(self, end: _End, writing: bool) -> None:
+        reactor = self.reactor
+        try:
+            (reactor.removeWriter if writing else reactor.removeReader)(end)
+        except OSError:
+            # Its socket is closed already: a connection aborted while the splice ran, torn
+            # down before its protocol could stop us. The kernel has dropped the descriptor
+            # from epoll; drop the reactor's record too, or a new socket given the same number
+            # would never be watched (Twisted's epoll reactor: _reads, _writes, _selectables).
+            fd = end.fd
+            (reactor._writes if writing else reactor._reads).discard(fd)
+            if reactor._selectables.get(fd) is end:
+                del reactor._selectables[fd]
+
     def _finish(self) -> None:
         self.stop()
-        self.src.startReading()
-        self.dst.startReading()
+        for transport in (self.src, self.dst):
+            if transport.connected and not transport.disconnecting:  # not aborted meanwhile
+                transport.startReading()
         self.on_done()
 
-    def fail(self, client_side: bool | None) -> None:
+    def fail(self, dst_side: bool) -> None:
         if not self.active:
             return
         self.stop()
-        self.on_failed(bool(client_side))
+        self.on_failed(dst_side)

@@ -184,3 +184,35 @@ def test_stop_is_idempotent_and_closes_the_pipe():
         with pytest.raises(OSError):
             os.fstat(fd)
     rig.close()
+
+
+def test_stop_after_the_clients_socket_closed_leaves_the_reactor_clean():
+    # A connection aborted mid-splice closes its socket before its protocol stops the splice:
+    # the reactor must not keep a record of the closed descriptor (a new socket may get it).
+    from twisted.internet.epollreactor import EPollReactor
+
+    reactor = EPollReactor()
+    rig = Rig(64 << 20)
+    try:
+        rig.splice.reactor = reactor
+        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        rig.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        rig.container.setblocking(False)
+        for _ in range(200):
+            try:
+                rig.container.send(b"w" * (1 << 20))
+            except BlockingIOError:
+                pass
+            rig.splice.pump()
+            if rig.splice.writing:
+                break
+        assert rig.splice.writing
+        fd = rig.splice.writer.fd
+        assert reactor._selectables.get(fd) is rig.splice.writer
+        rig.dst.socket.close()  # as tcp.Connection.connectionLost does before its protocol's
+        rig.splice.stop()
+        assert fd not in reactor._writes and fd not in reactor._reads
+        assert fd not in reactor._selectables
+    finally:
+        rig.close()
+        reactor._poller.close()
