@@ -72,6 +72,25 @@ SERVICES = [
             ShareLink("shl_2", None, SigningKey("k4", b"\x01" * 32, None), 6),
         ),
     ),
+    # every field unlike its neighbours: decode_service builds the record positionally
+    Service(
+        "lnx_c",
+        "ten_c",
+        "ctr_c",
+        "c",
+        8080,
+        "http",
+        True,
+        "service_token",
+        11,
+        12,
+        13,
+        SigningKey("k5", b"\x02" * 32, 14),
+        routing="host",
+        cors_preflight="deny",
+        strip_prefix=False,
+        share_links=(ShareLink("shl_3", "x", SigningKey("k6", b"\x03" * 32, 15), 16),),
+    ),
 ]
 
 
@@ -188,7 +207,7 @@ def test_container_usable_needs_running_network_ready_and_networking():
 
 
 def test_service_expiry_and_keys():
-    forever, timed = SERVICES
+    forever, timed = SERVICES[:2]
     assert not forever.expired(10**12)
     assert not timed.expired(99) and timed.expired(100) and timed.expired(101)
     assert set(timed.accepted_keys()) == {"k2", "k3", "k4"}
