@@ -10,8 +10,9 @@ A client connection lives through explicit states::
 Each parsed request is handed to a new ``dataplane.exchange.Exchange``, which relays it (or
 answers it) and moves the connection on. Bodies are never held: once one side's writes back
 up, the other side's reads become their producer, so a slow reader on one side stops reads on
-the other (back-pressure both ways). The container side, pooled per target, is ``dataplane.upstream``; what
-connections share is ``dataplane.context``.
+the other (back-pressure both ways); a long Content-Length response body moves container to
+client in the kernel (``dataplane.splice``). The container side, pooled per target, is
+``dataplane.upstream``; what connections share is ``dataplane.context``.
 
 Everything here runs on the reactor thread; time comes from the reactor passed in.
 """
