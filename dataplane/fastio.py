@@ -21,6 +21,11 @@ _DONE = failure.Failure(main.CONNECTION_DONE)
 # request about 15 us a read, twice per request.
 READ_SIZE = 64 * 1024
 BUFFER_SIZE = 256 * 1024
+# After answering and closing with the client possibly still sending (a refused body,
+# pipelined requests), its bytes are read and dropped this long before the socket closes:
+# closing with unread data makes the kernel send RST, which can destroy the answer. The plain
+# relay and the TLS listener both close this way.
+LINGER_SECS = 2.0
 
 
 def direct_socket(transport):

@@ -29,7 +29,7 @@ from dataplane import access, forwarding
 from dataplane.access_log import request_id
 from dataplane.deadline import Deadline, FifoDeadlines
 from dataplane.exchange import CLIENT_CLOSED, CLOSED, HEAD, RELAY, TUNNEL, Exchange, can_keep
-from dataplane.fastio import BUFFER_SIZE, READ_SIZE, close_now, direct_socket, send
+from dataplane.fastio import BUFFER_SIZE, LINGER_SECS, READ_SIZE, close_now, direct_socket, send
 from dataplane.http_head import (
     HEAD_END,
     HeadError,
@@ -53,10 +53,6 @@ _SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
 # A revoked connection between requests waits this long for the request a client may already
 # have sent (it gets the access decision, not a reset), then is closed with a FIN.
 REVOKED_IDLE_GRACE = 1.0
-# After answering and closing with the client possibly still sending (a refused body,
-# pipelined requests), its bytes are read and dropped this long before the socket closes:
-# closing with unread data makes the kernel send RST, which can destroy the answer.
-LINGER_SECS = 2.0
 
 
 class ClientConnection(protocol.Protocol):

@@ -11,7 +11,7 @@ turn in an aggregator (a ``callLater``) and leaves through Twisted's buffered wr
 (``epoll_ctl`` twice), and each new connection copies its transport's interfaces.
 
 Closing sends close_notify, then a FIN, and reads on (dropping what comes) until the client
-closes or ``CLOSE_LINGER_SECS`` pass: closing with unread bytes would send a reset, which can
+closes or ``LINGER_SECS`` pass: closing with unread bytes would send a reset, which can
 destroy the answer before the client reads it (the plain listener does the same).
 """
 
@@ -23,9 +23,8 @@ from twisted.internet import interfaces, protocol
 from zope.interface import implementer
 
 from dataplane.config import ProxyConfig
-from dataplane.fastio import direct_socket, queued, send
+from dataplane.fastio import LINGER_SECS, direct_socket, queued, send
 
-CLOSE_LINGER_SECS = 2.0
 # Decrypted bytes asked of one read; a TLS record carries at most 16 KiB.
 _READ = 16 * 1024
 
@@ -159,7 +158,7 @@ class ServerTLS(protocol.Protocol):
         if self.handshake_done:
             self._shutdown()
         elif self.early:  # an answer waits for the handshake; it gets a while to complete
-            self.linger = self.reactor.callLater(CLOSE_LINGER_SECS, self.transport.loseConnection)
+            self.linger = self.reactor.callLater(LINGER_SECS, self.transport.loseConnection)
         else:
             self.closed = True
             self.transport.loseConnection()
@@ -175,7 +174,7 @@ class ServerTLS(protocol.Protocol):
         tcp.loseWriteConnection()
         tcp.resumeProducing()  # back-pressure may have paused reads: the client's FIN must be seen
         if self.linger is None:
-            self.linger = self.reactor.callLater(CLOSE_LINGER_SECS, tcp.loseConnection)
+            self.linger = self.reactor.callLater(LINGER_SECS, tcp.loseConnection)
 
     def abortConnection(self) -> None:
         self.disconnecting = self.closed = self.aborted = True

@@ -70,6 +70,18 @@ class Rig:
             self.moved.append, lambda: self.done.append(True), self.failed.append,
         )  # fmt: skip
 
+    def pump_until(self, outcome: list, turns: int = 100) -> None:
+        """Start, then pump as a reactor would until ``outcome`` has something (or give up)."""
+        if not self.started:
+            self.started = True
+            self.splice.start()
+        for _ in range(turns):
+            if outcome:
+                return
+            self.splice.pump()
+
+    started = False
+
     def close(self):
         self.splice.stop()
         for s in (self.container, self.client, self.src.socket, self.dst.socket):
@@ -92,14 +104,11 @@ def test_moves_exactly_the_count_and_leaves_what_follows_unread():
     try:
         assert rig.src not in rig.reactor.readers and rig.dst not in rig.reactor.readers
         rig.container.sendall(body[: 1 << 20])
-        rig.splice.start()
+        rig.pump_until([], 1)  # start: moves what is there
         got = _recv_exactly(rig.client, 1 << 20)
         assert rig.splice.reader in rig.reactor.readers  # waits for the container's next bytes
         rig.container.sendall(body[1 << 20 :] + b"NEXT RESPONSE")
-        for _ in range(100):
-            if rig.done:
-                break
-            rig.splice.pump()
+        rig.pump_until(rig.done)
         got += _recv_exactly(rig.client, len(body) - len(got))
         assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
         assert rig.done == [True] and rig.failed == [] and sum(rig.moved) == len(body)
@@ -147,11 +156,7 @@ def test_the_container_closing_early_fails_on_its_side():
     try:
         rig.container.sendall(b"y" * (1 << 20))
         rig.container.close()
-        rig.splice.start()
-        for _ in range(10):
-            if rig.failed:
-                break
-            rig.splice.pump()
+        rig.pump_until(rig.failed, 10)
         assert rig.failed == [False] and not rig.done
         assert sum(rig.moved) == 1 << 20  # what came was passed on before the failure
         assert not (rig.reactor.readers | rig.reactor.writers) & {rig.splice.reader, rig.splice.writer}
@@ -165,11 +170,7 @@ def test_the_client_going_away_fails_on_its_side():
         rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         rig.client.close()  # a reset
         rig.container.sendall(b"z" * (256 << 10))
-        rig.splice.start()
-        for _ in range(10):
-            if rig.failed:
-                break
-            rig.splice.pump()
+        rig.pump_until(rig.failed, 10)
         assert rig.failed == [True] and not rig.done
     finally:
         rig.close()

@@ -16,7 +16,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.python import failure
 
-from dataplane.tls import CLOSE_LINGER_SECS, ServerTLS
+from dataplane.fastio import LINGER_SECS
+from dataplane.tls import ServerTLS
 
 trustme = pytest.importorskip("trustme")  # a declared test dependency; never absent in tox
 
@@ -162,7 +163,7 @@ def test_an_answer_written_before_the_handshake_waits_for_it_then_closes(context
     assert p.closed_by_server  # close_notify
     assert p.tcp.write_closed  # then a FIN, and reads go on for the linger time
     assert not p.tcp.disconnecting
-    p.clock.advance(CLOSE_LINGER_SECS)
+    p.clock.advance(LINGER_SECS)
     assert p.tcp.disconnecting
 
 
@@ -170,7 +171,7 @@ def test_no_handshake_in_the_linger_time_closes_the_connection(contexts):
     p = Pipe(contexts)
     p.tls.write(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
     p.tls.loseConnection()
-    p.clock.advance(CLOSE_LINGER_SECS)
+    p.clock.advance(LINGER_SECS)
     assert p.tcp.disconnecting and p.tcp.value() == b""
 
 
