@@ -1,6 +1,6 @@
 """Profile the proxy under keep-alive load with py-spy, and summarise where its CPU goes.
 
-    python -m bench.profile [--seconds 15] [--rate 500] [--token] [--close] [--tls] [--native]
+    python -m bench.profile [--seconds 15] [--rate 500] [--token [--query]] [--close] [--tls] [--native]
                             [--conns 50]
                             [--out /tmp/linx-profile]
 
@@ -99,6 +99,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
     p.add_argument("--token", action="store_true", help="load a service_token service with its token")
+    p.add_argument("--query", action="store_true", help="with --token: the token in the query, as returned")
     p.add_argument("--close", action="store_true", help="a new connection per request")
     p.add_argument("--conns", type=int, default=50, help="keep-alive client connections")
     p.add_argument("--tls", action="store_true", help="through the proxy's TLS listener (HTTPS)")
@@ -147,7 +148,9 @@ def main(argv=None) -> int:
         base = f"https://127.0.0.1:{tls_port}" if args.tls else proxy.url
         url = f"{base}/linx/{svc['service_id']}{small}"
         headers = []
-        if args.token:
+        if args.token and args.query:
+            url += "?linx_token=" + svc["public_url"].split("linx_token=")[1].split("&")[0]
+        elif args.token:
             headers.append("X-Linx-Token: " + svc["public_url"].split("linx_token=")[1].split("&")[0])
         if args.close:
             headers.append("Connection: close")

@@ -254,14 +254,17 @@ def client_response_head(
     if memo is None:
         fields = resp.fields
         memo = resp.memo = {"rewritable": any(name in fields for name in _REWRITTEN)}
-    if extra or upgrade or (rewrite is not None and memo["rewritable"]):
+    if upgrade or (rewrite is not None and memo["rewritable"]):
         return _client_response_head(resp, framing, keep_alive, extra, upgrade, http10, rewrite)
     # The common case depends on the container's head and three flags alone: made once per
     # distinct head (parsed heads are shared between identical ones, see http_head.HeadMemo).
     key = framing * 4 + keep_alive * 2 + http10
     head = memo.get(key)
     if head is None:
-        head = memo[key] = _client_response_head(resp, framing, keep_alive, extra, False, http10, None)
+        head = memo[key] = _client_response_head(resp, framing, keep_alive, [], False, http10, None)
+    if extra:
+        # The proxy's own lines (a token cookie) go last: header order carries no meaning here.
+        return b"".join((head[:-2], *extra, b"\r\n"))
     return head
 
 

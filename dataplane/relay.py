@@ -78,6 +78,8 @@ class ClientConnection(protocol.Protocol):
         self.route: Route | None = None
         self.kid: str | None = None
         self.revoked = False  # its service was revoked while it was between requests
+        # The last token cookie line made here: (route, token, valid from, valid until, line).
+        self.cookie_memo: tuple | None = None
 
     @property
     def grant(self) -> tuple[Route | None, str | None]:
@@ -473,17 +475,31 @@ class ClientConnection(protocol.Protocol):
         ex.relay(self.ctx.api_route, req.target, cookies, None, False)
 
     def _token_cookie(self, route: Route, decision: access.Grant, now: float) -> bytes:
+        # A client sending its token in every query (an API client, a script) gets the same
+        # line again within the same second of Max-Age: made once per connection, route
+        # (immutable: a change is a new Route) and token, while Max-Age reads the same.
+        memo = self.cookie_memo
+        if memo is not None and memo[0] is route and memo[1] == decision.token and memo[2] < now <= memo[3]:
+            return memo[4]
         key = route.get(decision.kid)
         ends = [t for t in (route.expires_at, key.expires_at if key else None) if t is not None]
-        max_age = int(min(ends) - now) if ends else None
+        if ends:
+            end = min(ends)
+            max_age = int(end - now)
+            valid = (end - max_age - 1, end - max_age)  # where int(end - now) == max_age
+        else:
+            max_age = None
+            valid = (float("-inf"), float("inf"))
         path = b"/" if route.host_routed else route.prefix + b"/"
-        return forwarding.token_cookie(
+        line = forwarding.token_cookie(
             route.cookie_name,
             decision.token,
             path=path,
             secure=self.scheme == b"https",
             max_age=max_age,
         )
+        self.cookie_memo = (route, decision.token, valid[0], valid[1], line)
+        return line
 
     def _deny(self, ex: Exchange, denial: access.Denial, req: RequestHead) -> None:
         keep = can_keep(req) and not self.revoked

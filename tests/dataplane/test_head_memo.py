@@ -89,6 +89,14 @@ def test_client_heads_from_a_shared_response_follow_each_request():
     )
     assert b"Connection: close" not in plain and b"Connection: close\r\n" in close
     assert b"Set-Cookie: linx_t=1\r\n" in cookie and b"Set-Cookie" not in plain
+    # the proxy's line is added to the memoised head, which stays as it was for the next answer
+    fields = lambda head: sorted(parse_response_head(head, b"GET").headers)  # noqa: E731
+    assert fields(cookie) == sorted([*fields(plain), (b"Set-Cookie", b"linx_t=1")])
+    closing = forwarding.client_response_head(
+        resp, framing=Framing.LENGTH, keep_alive=False, extra=[b"Set-Cookie: linx_t=2\r\n"]
+    )
+    assert fields(closing) == sorted([*fields(close), (b"Set-Cookie", b"linx_t=2")])
+    assert forwarding.client_response_head(resp, framing=Framing.LENGTH, keep_alive=True, extra=[]) == plain
     rewrite = forwarding.PrefixRewrite(b"/linx/lnx_x", ("127.0.0.1", 80), b"/a")
     # nothing to rewrite in this head: the same bytes as without a rewrite
     assert (

@@ -113,6 +113,37 @@ def test_keep_alive_reuses_the_upstream_connection():
     assert utr.value().startswith(b"GET /second HTTP/1.1")
 
 
+def test_token_cookie_follows_the_clock_and_the_record_on_one_connection():
+    h = Harness()
+    now = int(h.reactor.seconds())
+    svc = h.svc = h.svc.with_changes(expires_at=now + 100)
+    h.load(svc, h.ctr)
+    proto, tr = h.client()
+    ups = []
+
+    def answer(rest=b"/"):
+        tr.clear()
+        proto.dataReceived(h.request(rest + b"?linx_token=" + svc.token.encode(), token=False))
+        if not ups:
+            ups.append(h.upstream()[0])
+        ups[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+        head = tr.value().split(b"\r\n\r\n", 1)[0]
+        cookies = [line for line in head.split(b"\r\n") if line.startswith(b"Set-Cookie: ")]
+        assert len(cookies) == 1 and head.startswith(b"HTTP/1.1 200 ")
+        return cookies[0]
+
+    first = answer()
+    assert first.startswith(b"Set-Cookie: linx_" + svc.service_id.encode() + b"=" + svc.token.encode() + b";")
+    assert b"Max-Age=100" in first
+    assert answer(b"/again") == first  # the same second: the same line
+    h.reactor.advance(3.5)
+    assert b"Max-Age=96" in answer()
+    # the service's expiry moved (a new route, the same token): the line follows at once
+    h.load(svc.with_changes(expires_at=now + 200), h.ctr)
+    assert b"Max-Age=196" in answer()
+    assert len(h.reactor.tcpClients) == 1 and not tr.disconnecting
+
+
 def test_pipelined_requests_are_answered_in_order():
     h = Harness()
     proto, tr = h.client()
