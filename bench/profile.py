@@ -1,7 +1,7 @@
 """Profile the proxy under keep-alive load with py-spy, and summarise where its CPU goes.
 
-    python -m bench.profile [--seconds 15] [--rate 500] [--token [--query]] [--close] [--tls] [--native]
-                            [--conns 50]
+    python -m bench.profile [--seconds 15] [--rate 500] [--token [--query]] [--close] [--tls]
+                            [--native] [--strace] [--conns 50]
                             [--out /tmp/linx-profile]
 
 Starts the same stack as ``python -m bench`` (Redis, control plane, proxy pinned to the first
@@ -9,12 +9,14 @@ CPU, nginx or the peer as backend), runs wrk (or the Python load) against Linx, 
 ``py-spy record --format raw`` on the proxy. Writes the collapsed stacks (``.txt``, for
 flamegraph tools) and an SVG flame graph, then prints the top functions by own time and by
 inclusive time, as percentages of the non-idle samples. Needs ``pip install py-spy``.
+``--strace``: instead, ``strace -c`` on the proxy for the whole load, as calls per request.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -104,10 +106,15 @@ def main(argv=None) -> int:
     p.add_argument("--conns", type=int, default=50, help="keep-alive client connections")
     p.add_argument("--tls", action="store_true", help="through the proxy's TLS listener (HTTPS)")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
+    p.add_argument(
+        "--strace", action="store_true", help="count the proxy's system calls per request instead of sampling"
+    )
     p.add_argument("--out", type=Path, default=Path("/tmp/linx-profile"))
     args = p.parse_args(argv)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    if not Path(pyspy).exists():
+    if args.strace and not shutil.which("strace"):
+        sys.exit("bench.profile: strace not found (apt-get install strace)")
+    if not args.strace and not Path(pyspy).exists():
         sys.exit("bench.profile: py-spy not found (pip install py-spy)")
     _raise_nofile()
     proxy_cpu, load_cpu, _ = _cpus()
@@ -165,6 +172,8 @@ def main(argv=None) -> int:
         load = threading.Thread(
             target=lambda: results.update(loadgen.http_load(url, args.conns, secs, headers, cpus=load_cpu))
         )
+        if args.strace:
+            return _count_syscalls(proxy.proc.pid, load, results)
         load.start()
         spy = [pyspy, "record", "--pid", str(proxy.proc.pid), "--rate", str(args.rate)]
         spy += ["--duration", str(int(args.seconds)), "--format", "raw", "-o", str(raw)]
@@ -183,6 +192,29 @@ def main(argv=None) -> int:
         print(summarise(raw))
     finally:
         reaper.close()
+    return 0
+
+
+def _count_syscalls(pid: int, load: threading.Thread, results: dict) -> int:
+    """``strace -c`` on every thread of the proxy for the whole of the load, per request."""
+    trace = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid)], stderr=subprocess.PIPE, text=True)
+    attached = trace.stderr.readline()  # "strace: Process N attached ...": tracing from here
+    if "attached" not in attached:
+        sys.exit(f"bench.profile: strace did not attach: {attached.strip()}")
+    load.start()
+    load.join()
+    trace.send_signal(signal.SIGINT)
+    table = trace.communicate(timeout=30)[1]
+    print(table)
+    requests = results.get("requests", 0)
+    print(
+        f"load: {requests:,} requests, {results.get('rps', 0):,.0f} req/s under strace",
+        f"({results.get('tool')})",
+    )
+    for line in table.splitlines():
+        cols = line.split()
+        if len(cols) >= 5 and cols[3].isdigit() and requests and int(cols[3]) >= requests / 100:
+            print(f"  {cols[-1]:<16} {int(cols[3]) / requests:6.2f} per request")
     return 0
 
 

@@ -38,6 +38,18 @@ class DirectEPollReactor(epollreactor.EPollReactor):
 
     doIteration = doPoll
 
+    def forget(self, selectable) -> None:
+        """Stop dispatching events to ``selectable``, whose descriptor is about to be closed,
+        without the ``epoll_ctl`` calls of ``removeReader``/``removeWriter``: ``close(2)`` takes
+        it out of the epoll set (the descriptor is not shared: CLOEXEC, no fork), so a
+        connection closed at once costs one system call less. Until then no poll runs: the
+        close is the next reactor turn's first call, and an event meanwhile finds no reader."""
+        fd = selectable.fileno()
+        self._reads.discard(fd)
+        self._writes.discard(fd)
+        if self._selectables.get(fd) is selectable:
+            del self._selectables[fd]
+
 
 def install() -> DirectEPollReactor:
     from twisted.internet.main import installReactor

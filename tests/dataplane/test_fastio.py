@@ -69,3 +69,61 @@ def test_close_now_with_data_queued_takes_twisteds_path():
     assert proto.reason is None
     peer.close()
     conn.socket.close()
+
+
+class _Poller:
+    """The reactor's epoll object, recording every change to the interest set."""
+
+    def __init__(self, real):
+        self.real, self.changes = real, []
+
+    def register(self, fd, events):
+        self.changes.append(("register", fd))
+        self.real.register(fd, events)
+
+    def modify(self, fd, events):
+        self.changes.append(("modify", fd))
+        self.real.modify(fd, events)
+
+    def unregister(self, fd):
+        self.changes.append(("unregister", fd))
+        self.real.unregister(fd)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_close_now_on_the_proxy_reactor_leaves_epoll_to_close():
+    from dataplane.reactor import DirectEPollReactor
+
+    reactor = DirectEPollReactor()
+    real = reactor._poller
+    reactor._poller = poller = _Poller(real)
+    try:
+        a, peer = socket.socketpair()
+        a.setblocking(False)
+        proto = _Proto()
+        conn = tcp.Connection(a, proto, reactor)
+        conn.connected = True
+        proto.makeConnection(conn)
+        conn.startReading()
+        fd = a.fileno()
+        assert poller.changes == [("register", fd)]
+        send(conn, conn.socket, b"answer")
+        close_now(conn, conn.socket)
+        assert poller.changes == [("register", fd)]  # no epoll_ctl on the way out
+        assert fd not in reactor._selectables and proto.reason is None
+        reactor.runUntilCurrent()
+        assert proto.reason.check(error.ConnectionDone)
+        peer.settimeout(2)
+        assert peer.recv(100) == b"answer" and peer.recv(100) == b""
+        # close(2) took the descriptor out of the epoll set: its number, used again, registers
+        made = [peer]
+        while made[-1].fileno() != fd and len(made) < 100:
+            made.append(socket.socket())
+        assert made[-1].fileno() == fd
+        real.register(fd, 1)  # EEXIST if the old registration had outlived the close
+        for s in made:
+            s.close()
+    finally:
+        real.close()
