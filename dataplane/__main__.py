@@ -23,11 +23,14 @@ def _run_one(environ: dict[str, str], reuse_port: bool) -> None:
     from twisted.internet import defer, task
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
+    from dataplane import gc_policy
     from dataplane.service import make_service
+
+    gc_policy.tune()
 
     def main(reactor):
         globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
-        svc = make_service(config, reactor, reuse_port=reuse_port)
+        svc = make_service(config, reactor, reuse_port=reuse_port, freeze_heap=True)
         svc.startService()
         reactor.addSystemEventTrigger("before", "shutdown", svc.stopService)
         svc.when_listening(

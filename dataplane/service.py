@@ -12,7 +12,7 @@ from twisted.internet import defer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from dataplane import admin_http, relay
+from dataplane import admin_http, gc_policy, relay
 from dataplane.access_log import AccessLog
 from dataplane.config import ProxyConfig
 from dataplane.context import LinkUsage, ProxyContext
@@ -31,9 +31,16 @@ class ProxyService(service.Service):
     """Listeners, sync, probes and the admin endpoint of one proxy process."""
 
     def __init__(
-        self, config: ProxyConfig, reactor, *, reuse_port: bool = False, metrics: Metrics | None = None
+        self,
+        config: ProxyConfig,
+        reactor,
+        *,
+        reuse_port: bool = False,
+        metrics: Metrics | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self.config = config
+        self.freeze_heap = freeze_heap
         self.reactor = reactor
         self.reuse_port = reuse_port
         self.metrics = metrics or Metrics()
@@ -95,6 +102,8 @@ class ProxyService(service.Service):
         self.metrics.resyncs.inc()
         self.metrics.routes.set(len(self.ctx.table))
         log.info("sync: loaded {n} services", n=len(self.ctx.table))
+        if self.freeze_heap:
+            gc_policy.freeze_long_lived()  # the process's own collector (see gc_policy)
         if self._heartbeat.running:
             self.reactor.callLater(0, self._beat)  # after this exchange is marked: see it now
         if not self.ports and self.running and not self.ctx.draining:
@@ -264,6 +273,9 @@ def _version() -> str:
 _VERSION = _version()
 
 
-def make_service(config: ProxyConfig, reactor, *, reuse_port: bool = False) -> ProxyService:
-    """The whole proxy for ``config``, driven by ``reactor``. Call ``startService`` to run it."""
-    return ProxyService(config, reactor, reuse_port=reuse_port)
+def make_service(
+    config: ProxyConfig, reactor, *, reuse_port: bool = False, freeze_heap: bool = False
+) -> ProxyService:
+    """The whole proxy for ``config``, driven by ``reactor``. Call ``startService`` to run it.
+    ``freeze_heap``: the process is the proxy's own (``__main__``), see ``gc_policy``."""
+    return ProxyService(config, reactor, reuse_port=reuse_port, freeze_heap=freeze_heap)

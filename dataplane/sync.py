@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
+from dataplane import gc_policy
 from shared import schema as schema_mod
 from shared.config import RedisSettings
 from shared.redis_conn import make_client
@@ -76,7 +77,8 @@ class SyncThread:
                 if client is None:
                     client = self.client_factory()
                 if cursor is None:
-                    snap = self.schema.snapshot(client, self.convert() if self.convert else None)
+                    with gc_policy.paused():
+                        snap = self.schema.snapshot(client, self.convert() if self.convert else None)
                     cursor = snap.cursor
                     call(self.on_snapshot, snap)
                     snap = None  # the reactor owns it now; do not keep a second copy alive
