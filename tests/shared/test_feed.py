@@ -127,6 +127,18 @@ def test_read_feed_pages_with_count(schema, redis_client):
     assert cursor.offset == 5
 
 
+def test_read_feed_survives_a_script_cache_flush(schema, redis_client):
+    # read_feed is one script call (EVALSHA): a Redis that restarted or ran SCRIPT FLUSH
+    # answers NOSCRIPT, and the script is loaded again, not reported as a failed exchange.
+    cursor = schema.snapshot(redis_client).cursor
+    _tx(redis_client, lambda p: schema.put_container(p, CONTAINER))
+    events, cursor = schema.read_feed(redis_client, cursor)
+    redis_client.script_flush()
+    _tx(redis_client, lambda p: schema.put_service(p, SERVICE))
+    events, cursor = schema.read_feed(redis_client, cursor)
+    assert [e.id for e in events] == ["lnx_a"] and cursor.offset == 2
+
+
 def test_gap_when_trimmed_past_the_cursor(schema, redis_client):
     _tx(redis_client, lambda p: schema.put_container(p, CONTAINER))
     early = schema.snapshot(redis_client).cursor
