@@ -107,6 +107,11 @@ def main(argv=None) -> int:
     p.add_argument("--tls", action="store_true", help="through the proxy's TLS listener (HTTPS)")
     p.add_argument("--native", action="store_true", help="py-spy --native (C frames too)")
     p.add_argument(
+        "--blocking",
+        action="store_true",
+        help="py-spy stops the proxy for each sample (its default; samples then land on system calls)",
+    )
+    p.add_argument(
         "--strace", action="store_true", help="count the proxy's system calls per request instead of sampling"
     )
     p.add_argument("--out", type=Path, default=Path("/tmp/linx-profile"))
@@ -179,6 +184,8 @@ def main(argv=None) -> int:
         spy += ["--duration", str(int(args.seconds)), "--format", "raw", "-o", str(raw)]
         if args.native:
             spy.append("--native")
+        if not args.blocking and not args.native:  # --native needs the process stopped
+            spy.append("--nonblocking")
         subprocess.run(spy, check=True, capture_output=True)
         load.join()
         flame = [pyspy, "record", "--pid", str(proxy.proc.pid), "--rate", str(args.rate)]
