@@ -1,20 +1,21 @@
 """How the proxy process uses CPython's cyclic garbage collector.
 
 Almost everything the proxy frees goes by reference counting; the cyclic collector only finds
-cycles (tracebacks of failures, mostly). Left at its defaults it costs the proxy in three ways,
-measured with ``python -m bench.profile --native``:
+cycles (tracebacks of failures, mostly). Left at its defaults it costs the proxy in three ways:
 
-- every full collection walks the whole heap: about 50,000 objects of imports (11 ms) and, with
-  100,000 routes, 250,000 objects (55 ms). Such a pause lands on whatever request allocated
-  at that moment, so it is the p99 of a busy proxy. ``freeze_long_lived`` moves what is alive
-  after a full snapshot load (the imports and the table just loaded) out of the collector's
-  sight: those objects are freed as before by reference counting, only never walked again;
+- every full collection walks the whole heap: about 50,000 objects of imports (11 ms) and,
+  with 100,000 routes, 250,000 objects (55 ms; ``gc.collect()`` timed in a process holding
+  them). Such a pause lands on whatever request allocated at that moment: it shows in the p99 of
+  a busy proxy. ``freeze_long_lived`` moves what is alive after a full snapshot load (the
+  imports and the table just loaded) out of the collector's sight: those objects are freed as
+  before by reference counting, only never walked again;
 - with many requests in flight (1,000 keep-alive clients), objects of requests still open
   survive young collections and are promoted, so full collections come often: 5% of the
-  reactor's time at 1,000 connections, none at 50. A larger young generation (``tune``) lets
-  most of a request's objects die before a collection sees them;
-- building 100,000 routes at start-up creates ten times as many objects, each young
-  collection walking the survivors again (``paused``: about an eighth of the build).
+  reactor's time at 1,000 connections, none at 50 (``python -m bench.profile --native``). A
+  larger young generation (``tune``) lets most of a request's objects die before a collection
+  sees them;
+- building 100,000 routes at start-up makes 200,000 objects that all survive, each young
+  collection walking them again (``paused``: about an eighth of the build's time).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def freeze_long_lived() -> None:
     Called after a full snapshot has replaced the route table. A cycle alive now that becomes
     garbage later is not collected: at the first load there are no connections yet; at a
     resync the connections then open are its only candidates, and their objects do not form
-    cycles (Twisted and the relay break them on close)."""
+    cycles (tests/dataplane/test_gc_policy.py: relayed connections leave no cyclic garbage)."""
     gc.freeze()
 
 
