@@ -50,6 +50,7 @@ __all__ = ["CLOSED", "HEAD", "RELAY", "TUNNEL", "ClientConnection", "ProxyFactor
 LINX_PREFIX = b"/linx/"
 CONSOLE_COOKIE = b"linx_console"
 _SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
+_NONE: tuple = ()  # an absent token carrier (read only)
 # A revoked connection between requests waits this long for the request a client may already
 # have sent (it gets the access decision, not a reset), then is closed with a FIN.
 REVOKED_IDLE_GRACE = 1.0
@@ -395,15 +396,24 @@ class ClientConnection(protocol.Protocol):
             and origin is not None
             and req.header(b"access-control-request-method") is not None
         )
-        query_tokens, kept_query = access.split_query(query)
+        # A carrier that is absent costs no call: most requests have no query, no cookie and
+        # (public services, or a cookie already set) no token header.
+        query_tokens, kept_query = access.split_query(query) if query else (_NONE, b"")
         cookie_headers = req.values(b"cookie")
         if route is not None:
-            header_tokens = [v.strip() for v in req.values(access.TOKEN_HEADER)]
-            cookie_tokens, cookies = access.cookie_token(cookie_headers, route.cookie_name)
-            sub_tokens: list[bytes] = []
+            header_values = req.values(access.TOKEN_HEADER)
+            header_tokens = [v.strip() for v in header_values] if header_values else _NONE
+            if cookie_headers:
+                cookie_tokens, cookies = access.cookie_token(cookie_headers, route.cookie_name)
+            else:
+                cookie_tokens, cookies = _NONE, cookie_headers
+            sub_tokens = _NONE
             if websocket:
                 sub_tokens, ex.ws_selected = forwarding.token_subprotocols(req)
-            creds = access.pick_credentials(query_tokens, header_tokens, cookie_tokens, sub_tokens)
+            if query_tokens or header_tokens or cookie_tokens or sub_tokens:
+                creds = access.pick_credentials(query_tokens, header_tokens, cookie_tokens, sub_tokens)
+            else:
+                creds = access.NO_CREDENTIALS
         else:
             cookies = cookie_headers
             creds = access.NO_CREDENTIALS
