@@ -42,6 +42,18 @@ def test_a_sooner_deadline_moves_the_pending_call():
     assert fired == ["grace"]
 
 
+def test_each_sooner_deadline_moves_the_call_again():
+    clock, fired = Clock(), []
+    d = Deadline(clock)
+    d.set(75, lambda: fired.append("idle"))
+    d.set(10, lambda: fired.append("head"))
+    d.set(3, lambda: fired.append("grace"))
+    (call,) = clock.getDelayedCalls()
+    assert call.getTime() == 3
+    clock.advance(3)
+    assert fired == ["grace"]
+
+
 def test_many_set_clear_cycles_cost_one_delayed_call():
     clock = Clock()
     d = Deadline(clock)
