@@ -83,13 +83,16 @@ class AccessLog:
                 method = req.method.decode("latin-1")
                 path = _json_str(req.target.partition(b"?")[0].decode("latin-1"))
                 what = memo["log"] = f'"method":"{method}","path":{path}'
+        # null when absent, else quoted (their alphabets need no escaping); inline, not a call each
+        svc = '"' + service + '"' if service else "null"
+        err = '"' + error + '"' if error else "null"
+        rid = '"' + request_id.decode("latin-1") + '"' if request_id else "null"
         self.write_line(
-            f'{{"time":{now:.3f},"service":{_opt(service)},{what},'
+            f'{{"time":{now:.3f},"service":{svc},{what},'
             f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
             f'"duration_ms":{duration * 1000:.3f},'
             f'"upstream_ms":{"null" if upstream is None else format(upstream * 1000, ".3f")},'
-            f'"client":"{client.decode("latin-1")}","error":{_opt(error)},'
-            f'"request_id":{_opt(request_id.decode("latin-1"))}}}\n'
+            f'"client":"{client.decode("latin-1")}","error":{err},"request_id":{rid}}}\n'
         )
 
     def write_line(self, line: str) -> None:
@@ -109,10 +112,6 @@ class AccessLog:
             self.stream.flush()
         except OSError:  # a closed stdout must not take the proxy down
             pass
-
-
-def _opt(value: str | None) -> str:
-    return "null" if not value else '"' + value + '"'
 
 
 def _json_str(text: str) -> str:
