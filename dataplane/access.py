@@ -55,6 +55,7 @@ TARGET_NOT_ALLOWED = Denial(
     503, "target_not_allowed", "the container's address is outside the allowed networks"
 )
 PUBLIC_GRANT = Grant(None, None, None)
+_GRANTS: dict[tuple[str | None, str | None, str | None], Grant] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ def split_query(query: bytes) -> tuple[list[bytes], bytes]:
     for item in query.split(b"&"):
         name, _, value = item.partition(b"=")
         if name == TOKEN_PARAM or (b"%" in name and unquote_to_bytes(name) == TOKEN_PARAM):
-            values.append(unquote_to_bytes(value))
+            values.append(unquote_to_bytes(value) if b"%" in value else value)
         else:
             kept.append(item)
     return values, b"&".join(kept)
@@ -128,15 +129,24 @@ def pick_credentials(
         ("cookie", cookie_tokens),
     ):
         if values:
-            distinct = set(values)
-            if len(distinct) > 1:
+            if len(values) > 1 and len(set(values)) > 1:
                 return Credentials(None, source, True)
-            try:
-                text = values[0].decode("ascii")
-            except UnicodeDecodeError:
-                return Credentials(None, source, True)
-            return Credentials(text, source, False)
+            # A client sends the same token on every request: one object per (carrier, token)
+            memo_key = (source, values[0])
+            creds = _CREDENTIALS.get(memo_key)
+            if creds is None:
+                try:
+                    creds = Credentials(values[0].decode("ascii"), source, False)
+                except UnicodeDecodeError:
+                    return Credentials(None, source, True)
+                if len(_CREDENTIALS) >= _TOKEN_CACHE_MAX:
+                    _CREDENTIALS.clear()
+                _CREDENTIALS[memo_key] = creds
+            return creds
     return NO_CREDENTIALS
+
+
+_CREDENTIALS: dict[tuple[str, bytes], Credentials] = {}
 
 
 def verify_token(route: Route, token: str, now: float) -> tokens.Verification:
@@ -148,18 +158,18 @@ def verify_token(route: Route, token: str, now: float) -> tokens.Verification:
     cache = route.token_cache
     if cache is None:
         cache = route.token_cache = {}
-    kid = cache.get(token)
-    if kid is None:
+    valid = cache.get(token)  # the VALID verification itself: immutable, made once
+    if valid is None:
         result = tokens.verify(token, route.service_id, route, float("-inf"))
         if result.verdict is not tokens.Verdict.VALID:
             return tokens.INVALID
         if len(cache) >= _TOKEN_CACHE_MAX:
             cache.clear()
-        kid = cache[token] = result.kid
-    key = route.get(kid)
+        valid = cache[token] = result
+    key = route.get(valid.kid)
     if key.expires_at is not None and now >= key.expires_at:
-        return tokens.Verification(tokens.Verdict.EXPIRED, kid)
-    return tokens.Verification(tokens.Verdict.VALID, kid)
+        return tokens.Verification(tokens.Verdict.EXPIRED, valid.kid)
+    return valid
 
 
 def decide(
@@ -195,7 +205,12 @@ def decide(
             return TOKEN_INVALID
         if result.verdict is tokens.Verdict.EXPIRED:
             return TOKEN_EXPIRED
-        grant = Grant(result.kid, creds.source, creds.token)
+        memo_key = (result.kid, creds.source, creds.token)
+        grant = _GRANTS.get(memo_key)
+        if grant is None:  # a Grant is immutable: one per key, carrier and token
+            if len(_GRANTS) >= _TOKEN_CACHE_MAX:
+                _GRANTS.clear()
+            grant = _GRANTS[memo_key] = Grant(result.kid, creds.source, creds.token)
     if route.expired(now):
         return EXPIRED
     if websocket:

@@ -220,3 +220,24 @@ def test_cookie_only_unsafe_request_from_another_origin_is_403():
         decide(open_route, creds(f.token(open_route), "cookie"), NOW, fresh=True, unsafe_cross_origin=True),
         access.Grant,
     )
+
+
+def test_credentials_are_made_once_per_carrier_and_token():
+    first = access.pick_credentials([b"T1"], [], [], [])
+    assert first == Credentials("T1", "query") and access.pick_credentials([b"T1"], [], [], []) is first
+    assert access.pick_credentials([], [b"T1"], [], []) == Credentials("T1", "header")
+    assert access.pick_credentials([b"T2", b"T2"], [], [], []) == Credentials("T2", "query")  # same twice
+    assert access.pick_credentials([b"T2", b"T3"], [], [], []).ambiguous
+    assert access.pick_credentials([b"\xff"], [], [], []).ambiguous  # not ASCII
+    values, _ = access.split_query(b"linx_token=a%2Eb")
+    assert values == [b"a.b"]
+
+
+@pytest.mark.parametrize("first, second", [("query", "cookie"), ("cookie", "query")])
+def test_a_grant_names_the_carrier_of_its_own_request(first, second):
+    r = f.route()
+    tok = f.token(r)
+    one = decide(r, creds(tok, first), NOW, fresh=True)
+    two = decide(r, creds(tok, second), NOW, fresh=True)
+    assert (one.source, two.source) == (first, second) and one.kid == two.kid == r.token_key.kid
+    assert decide(r, creds(tok, first), NOW, fresh=True) is one  # made once
