@@ -139,13 +139,15 @@ def pick_credentials(
                     creds = Credentials(values[0].decode("ascii"), source, False)
                 except UnicodeDecodeError:
                     return Credentials(None, source, True)
-                if len(_CREDENTIALS) >= _TOKEN_CACHE_MAX:
-                    _CREDENTIALS.clear()
-                _CREDENTIALS[memo_key] = creds
+                if len(values[0]) <= tokens.MAX_TOKEN_LENGTH:  # longer: invalid anyway, not kept
+                    if len(_CREDENTIALS) >= _TOKEN_CACHE_MAX:
+                        _CREDENTIALS.clear()
+                    _CREDENTIALS[memo_key] = creds
             return creds
     return NO_CREDENTIALS
 
 
+# Any value a client sends is kept here, valid or not: at most 1,024 of at most 256 bytes.
 _CREDENTIALS: dict[tuple[str, bytes], Credentials] = {}
 
 

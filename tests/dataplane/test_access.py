@@ -241,3 +241,9 @@ def test_a_grant_names_the_carrier_of_its_own_request(first, second):
     two = decide(r, creds(tok, second), NOW, fresh=True)
     assert (one.source, two.source) == (first, second) and one.kid == two.kid == r.token_key.kid
     assert decide(r, creds(tok, first), NOW, fresh=True) is one  # made once
+
+
+def test_a_value_longer_than_any_token_is_not_kept():
+    long = b"x" * 5000
+    assert access.pick_credentials([long], [], [], []) == Credentials("x" * 5000, "query")
+    assert ("query", long) not in access._CREDENTIALS
