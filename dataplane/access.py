@@ -140,15 +140,22 @@ def pick_credentials(
                 except UnicodeDecodeError:
                     return Credentials(None, source, True)
                 if len(values[0]) <= tokens.MAX_TOKEN_LENGTH:  # longer: invalid anyway, not kept
-                    if len(_CREDENTIALS) >= _TOKEN_CACHE_MAX:
-                        _CREDENTIALS.clear()
-                    _CREDENTIALS[memo_key] = creds
+                    _keep(_CREDENTIALS, memo_key, creds)
             return creds
     return NO_CREDENTIALS
 
 
 # Any value a client sends is kept here, valid or not: at most 1,024 of at most 256 bytes.
 _CREDENTIALS: dict[tuple[str, bytes], Credentials] = {}
+
+
+def _keep(memo: dict, key, value):
+    """``memo[key] = value``, starting over at ``_TOKEN_CACHE_MAX`` entries; returns ``value``.
+    (The three memos of this module: credentials, a route's signature checks, grants.)"""
+    if len(memo) >= _TOKEN_CACHE_MAX:
+        memo.clear()
+    memo[key] = value
+    return value
 
 
 def verify_token(route: Route, token: str, now: float) -> tokens.Verification:
@@ -165,9 +172,7 @@ def verify_token(route: Route, token: str, now: float) -> tokens.Verification:
         result = tokens.verify(token, route.service_id, route, float("-inf"))
         if result.verdict is not tokens.Verdict.VALID:
             return tokens.INVALID
-        if len(cache) >= _TOKEN_CACHE_MAX:
-            cache.clear()
-        valid = cache[token] = result
+        valid = _keep(cache, token, result)
     key = route.get(valid.kid)
     if key.expires_at is not None and now >= key.expires_at:
         return tokens.Verification(tokens.Verdict.EXPIRED, valid.kid)
@@ -210,9 +215,7 @@ def decide(
         memo_key = (result.kid, creds.source, creds.token)
         grant = _GRANTS.get(memo_key)
         if grant is None:  # a Grant is immutable: one per key, carrier and token
-            if len(_GRANTS) >= _TOKEN_CACHE_MAX:
-                _GRANTS.clear()
-            grant = _GRANTS[memo_key] = Grant(result.kid, creds.source, creds.token)
+            grant = _keep(_GRANTS, memo_key, Grant(result.kid, creds.source, creds.token))
     if route.expired(now):
         return EXPIRED
     if websocket:
