@@ -37,8 +37,8 @@ from dataplane.http_head import (
     check_partial_line_endings,
     parse_request_head,
 )
+from dataplane.request_view import API, HOST, PATH, SLASH, view_of
 from dataplane.upstream import ReadPauser
-from shared import ids
 
 if TYPE_CHECKING:
     from dataplane.context import ProxyContext
@@ -47,10 +47,7 @@ if TYPE_CHECKING:
 log = Logger()
 
 __all__ = ["CLOSED", "HEAD", "RELAY", "TUNNEL", "ClientConnection", "ProxyFactory", "RefusedConnection"]
-LINX_PREFIX = b"/linx/"
 CONSOLE_COOKIE = b"linx_console"
-_SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS"))
-_NONE: tuple = ()  # an absent token carrier (read only)
 # A revoked connection between requests waits this long for the request a client may already
 # have sent (it gets the access decision, not a reset), then is closed with a FIN.
 REVOKED_IDLE_GRACE = 1.0
@@ -342,96 +339,54 @@ class ClientConnection(protocol.Protocol):
     def _handle(self, req: RequestHead) -> None:
         ctx = self.ctx
         now = ctx.reactor.seconds()
-        ex = self.exchange = Exchange(self, req, now, request_id(req.header(b"x-request-id")))
-        target = req.target
-        qpos = target.find(b"?")
-        path, query = (target, b"") if qpos < 0 else (target[:qpos], target[qpos + 1 :])
-        route = None
+        v = view_of(req, ctx.host_suffix)
+        ex = self.exchange = Exchange(self, req, now, request_id(v.request_id))
+        kind = v.kind
+        route = ctx.table.get(v.sid) if v.sid else None
         prefix: bytes | None = None
-        suffix = ctx.host_suffix
-        hostname = _hostname(req.host) if suffix is not None else b""
-        if suffix is not None and hostname.endswith(suffix):
-            label = hostname[: -len(suffix)]
-            sid = ids.service_id_from_label(label.decode("ascii")) if b"." not in label else None
-            route = ctx.table.get(sid) if sid else None
-            if route is not None and not route.host_routed:
-                route = None
-            upstream_path = path
-        elif path.startswith(LINX_PREFIX):
-            sid_end = path.find(b"/", 6)
-            sid_bytes = path[6:] if sid_end < 0 else path[6:sid_end]
-            sid = sid_bytes.decode("ascii", "replace")
-            route = ctx.table.get(sid)
+        if kind == PATH:
             if route is not None and route.host_routed:
                 route = None
-            if sid_end < 0 and sid_bytes:
-                # The access table's first row, before the id is looked up: it reveals nothing.
-                location = path + b"/" + (b"?" + query if qpos >= 0 else b"")
-                self._ungrant()
-                ex.route = route
-                keep = can_keep(req)
-                ex.answer(
-                    forwarding.redirect_response(308, location, keep_alive=keep, http10=req.http10),
-                    308,
-                    None,
-                    keep,
-                )
-                return
             if route is not None and not route.strip_prefix:
-                upstream_path = path  # the app serves under its base URL /linx/<id>/
+                upstream_path = v.path  # the app serves under its base URL /linx/<id>/
             else:
-                upstream_path = path[sid_end:] if sid_end >= 0 else b"/"
-                prefix = path[:sid_end] if sid_end >= 0 else path
-        elif ctx.api_route is not None and (path == b"/api" or path.startswith(b"/api/")):
+                upstream_path = v.stripped
+                prefix = v.prefix
+        elif kind == HOST:
+            if route is not None and not route.host_routed:
+                route = None
+            upstream_path = v.path
+        elif kind == SLASH:
+            # The access table's first row, before the id is looked up: it reveals nothing.
+            self._ungrant()
+            ex.route = route if route is not None and not route.host_routed else None
+            keep = v.keep
+            data = forwarding.redirect_response(308, v.location, keep_alive=keep, http10=req.http10)
+            ex.answer(data, 308, None, keep)
+            return
+        elif kind == API and ctx.api_route is not None:
             self._relay_api(ex, req)
             return
         else:
             self._deny(ex, access.Denial(404, "not_found", "no service at this address"), req)
             return
 
-        websocket = req.upgrade == b"websocket"
-        origin = req.header(b"origin")
-        preflight = (
-            req.method == b"OPTIONS"
-            and origin is not None
-            and req.header(b"access-control-request-method") is not None
-        )
-        # A carrier that is absent costs no call: most requests have no query, no cookie and
-        # (public services, or a cookie already set) no token header.
-        query_tokens, kept_query = access.split_query(query) if query else (_NONE, b"")
-        cookie_headers = req.values(b"cookie")
+        websocket = v.websocket
         if route is not None:
-            header_values = req.values(access.TOKEN_HEADER)
-            header_tokens = [v.strip() for v in header_values] if header_values else _NONE
-            if cookie_headers:
-                cookie_tokens, cookies = access.cookie_token(cookie_headers, route.cookie_name)
-            else:
-                cookie_tokens, cookies = _NONE, cookie_headers
-            sub_tokens = _NONE
+            creds, cookies = v.carried(route)
             if websocket:
-                sub_tokens, ex.ws_selected = forwarding.token_subprotocols(req)
-            if query_tokens or header_tokens or cookie_tokens or sub_tokens:
-                creds = access.pick_credentials(query_tokens, header_tokens, cookie_tokens, sub_tokens)
-            else:
-                creds = access.NO_CREDENTIALS
+                ex.ws_selected = v.ws_selected
         else:
-            cookies = cookie_headers
-            creds = access.NO_CREDENTIALS
-        same_origin = True
-        unsafe_cross_origin = False
-        if websocket:
-            same_origin = origin is not None and _origin_host(origin) == req.host.lower()
-        elif origin is not None and req.method not in _SAFE_METHODS:
-            unsafe_cross_origin = _origin_host(origin) != req.host.lower()
+            creds, cookies = access.NO_CREDENTIALS, v.cookie_headers
         decision = access.decide(
             route,
             creds,
             now,
             fresh=ctx.sync_fresh(),
             websocket=websocket,
-            preflight=preflight,
-            same_origin=same_origin,
-            unsafe_cross_origin=unsafe_cross_origin,
+            preflight=v.preflight,
+            same_origin=v.same_origin,
+            unsafe_cross_origin=v.unsafe_cross_origin,
         )
         ex.route = route  # attributed to the service when it is in the table
         if isinstance(decision, access.Denial):
@@ -444,11 +399,12 @@ class ClientConnection(protocol.Protocol):
         ctx.registry.register(self, route.service_id)
         if route.link_of_kid and ctx.links is not None:
             ctx.links.used(route, decision.kid, now)
+        kept_query = v.kept_query
         if decision.source == "query":
             cookie = self._token_cookie(route, decision, now)
-            if forwarding.is_navigation(req):
-                location = path + (b"?" + kept_query if kept_query else b"")
-                keep = can_keep(req)
+            if v.navigation:
+                location = v.path + (b"?" + kept_query if kept_query else b"")
+                keep = v.keep
                 ex.answer(
                     forwarding.redirect_response(
                         303,
@@ -464,7 +420,7 @@ class ClientConnection(protocol.Protocol):
                 return
             ex.extra_headers.append(cookie)
         upstream_target = upstream_path + (b"?" + kept_query if kept_query else b"")
-        if prefix is not None and route.strip_prefix:
+        if prefix is not None:
             ex.rewrite = forwarding.PrefixRewrite(prefix, route.target, upstream_path)
         ex.relay(route, upstream_target, cookies, prefix, websocket)
 
@@ -525,19 +481,6 @@ class ClientConnection(protocol.Protocol):
             starting=forwarding.starting(req, denial.code),
         )
         ex.answer(data, denial.status, denial.code, keep)
-
-
-def _hostname(host: bytes) -> bytes:
-    """``Host`` without its port, lower-cased."""
-    host = host.lower()
-    if host.startswith(b"["):
-        return host[: host.find(b"]") + 1]
-    return host.partition(b":")[0]
-
-
-def _origin_host(origin: bytes) -> bytes:
-    rest = origin.partition(b"://")[2]
-    return rest.rstrip(b"/").lower()
 
 
 TOO_MANY_CONNECTIONS = forwarding.error_response(
