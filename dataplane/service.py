@@ -9,10 +9,11 @@ from importlib import metadata
 
 from twisted.application import service
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from dataplane import admin_http, gc_policy, relay
+from dataplane import admin_http, gc_policy, listener, relay
 from dataplane.access_log import AccessLog
 from dataplane.config import ProxyConfig
 from dataplane.context import LinkUsage, ProxyContext
@@ -222,7 +223,9 @@ class ProxyService(service.Service):
             sock.bind((host, port))
             sock.listen(1024)
             sock.setblocking(False)
-            return self.reactor.adoptStreamPort(sock.fileno(), family, factory)
+            if IReactorFDSet.providedBy(self.reactor):
+                return listener.adopt_port(self.reactor, sock.fileno(), family, factory)
+            return self.reactor.adoptStreamPort(sock.fileno(), family, factory)  # an in-memory one
         finally:
             sock.close()  # the reactor holds its own duplicate of the descriptor
 
