@@ -92,11 +92,11 @@ def close_now(transport, sock) -> None:
         transport.loseConnection()
         return
     transport.disconnecting = True  # later writes are dropped, a second close does nothing
-    forget = getattr(transport.reactor, "forget", None)
-    if forget is not None:
-        forget(transport)  # the proxy's reactor: no epoll_ctl before the close
-    else:
-        transport.stopReading()
-        transport.stopWriting()
     transport._shouldShutdown = False
+    close_soon = getattr(transport.reactor, "close_soon", None)
+    if close_soon is not None:
+        close_soon(transport)  # the proxy's reactor: no epoll_ctl, no timed call
+        return
+    transport.stopReading()
+    transport.stopWriting()
     transport.reactor.callLater(0, transport.connectionLost, _DONE)

@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import errno
 
-from twisted.internet import epollreactor
+from twisted.internet import epollreactor, main
 from twisted.logger import Logger
+from twisted.python import failure
 
 log = Logger()
+_DONE = failure.Failure(main.CONNECTION_DONE)
 
 
 class DirectEPollReactor(epollreactor.EPollReactor):
+    def __init__(self) -> None:
+        super().__init__()
+        self._closing: list = []  # transports to close at the end of this turn (close_soon)
+
     def doPoll(self, timeout):
+        if self._closing:  # asked for by timed calls, which ran just before this
+            self._close_pending()
+            timeout = 0  # what the closes scheduled was not in the timeout: back soon
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
         except OSError as exc:
@@ -35,20 +44,35 @@ class DirectEPollReactor(epollreactor.EPollReactor):
                 handle(selectable, fd, event)
             except Exception:
                 log.failure("unhandled error in I/O handler of {selectable!r}", selectable=selectable)
+        if self._closing:
+            self._close_pending()
 
     doIteration = doPoll
 
-    def forget(self, selectable) -> None:
-        """Stop dispatching events to ``selectable``, whose descriptor is about to be closed,
-        without the ``epoll_ctl`` calls of ``removeReader``/``removeWriter``: ``close(2)`` takes
-        it out of the epoll set (the descriptor is not shared: CLOEXEC, no fork), so a
-        connection closed at once costs one system call less. Until then no poll runs: the
-        close is the next reactor turn's first call, and an event meanwhile finds no reader."""
-        fd = selectable.fileno()
+    def close_soon(self, transport) -> None:
+        """Close a connection with nothing left to send: no more events reach it now, and its
+        ``connectionLost`` runs once the events of this turn are handled (``callLater(0)``
+        without a timed call per connection: under a connection per request, one per request).
+
+        No ``epoll_ctl`` either (``removeReader``/``removeWriter``): ``close(2)`` takes the
+        descriptor out of the epoll set (it is not shared: CLOEXEC, no fork). Until then no
+        poll runs, and an event of this turn meanwhile finds no reader; the descriptor stays
+        open until the close, so its number cannot be reused under it."""
+        fd = transport.fileno()
         self._reads.discard(fd)
         self._writes.discard(fd)
-        if self._selectables.get(fd) is selectable:
+        if self._selectables.get(fd) is transport:
             del self._selectables[fd]
+        self._closing.append(transport)
+
+    def _close_pending(self) -> None:
+        while self._closing:  # a close may ask for another (its upstream connection)
+            closing, self._closing = self._closing, []
+            for transport in closing:
+                try:
+                    transport.connectionLost(_DONE)
+                except Exception:
+                    log.failure("unhandled error closing {transport!r}", transport=transport)
 
 
 def install() -> DirectEPollReactor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 from twisted.internet import error, protocol, tcp
 from twisted.internet.task import Clock
@@ -113,7 +114,8 @@ def test_close_now_on_the_proxy_reactor_leaves_epoll_to_close():
         close_now(conn, conn.socket)
         assert poller.changes == [("register", fd)]  # no epoll_ctl on the way out
         assert fd not in reactor._selectables and proto.reason is None
-        reactor.runUntilCurrent()
+        assert reactor.getDelayedCalls() == []  # no timed call per close
+        reactor.doPoll(0)  # the next turn closes it before it polls
         assert proto.reason.check(error.ConnectionDone)
         peer.settimeout(2)
         assert peer.recv(100) == b"answer" and peer.recv(100) == b""
@@ -127,3 +129,37 @@ def test_close_now_on_the_proxy_reactor_leaves_epoll_to_close():
             s.close()
     finally:
         real.close()
+
+
+def test_a_close_asked_for_by_an_event_is_done_at_the_end_of_that_turn():
+    from dataplane.reactor import DirectEPollReactor
+
+    reactor = DirectEPollReactor()
+    try:
+        a, peer = socket.socketpair()
+        a.setblocking(False)
+
+        class Closer(_Proto):
+            got = False
+
+            def dataReceived(self, data):
+                self.got = True
+                send(self.transport, self.transport.socket, b"bye")
+                close_now(self.transport, self.transport.socket)
+
+        proto = Closer()
+        conn = tcp.Connection(a, proto, reactor)
+        conn.connected = True
+        proto.makeConnection(conn)
+        conn.startReading()
+        peer.sendall(b"hello")
+        deadline = time.monotonic() + 5
+        while not proto.got and time.monotonic() < deadline:
+            reactor.doPoll(0.1)
+        # the same doPoll that delivered the bytes closed the connection, with no timed call
+        assert proto.got and proto.reason is not None and proto.reason.check(error.ConnectionDone)
+        peer.settimeout(2)
+        assert peer.recv(100) == b"bye" and peer.recv(100) == b""
+        peer.close()
+    finally:
+        reactor._poller.close()
