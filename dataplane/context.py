@@ -33,7 +33,10 @@ class ConnectionRegistry:
         if old is not None:
             self._discard(conn, old)
         self.service_of[conn] = service_id
-        self.by_service.setdefault(service_id, set()).add(conn)
+        conns = self.by_service.get(service_id)
+        if conns is None:  # (setdefault would make a set per call)
+            conns = self.by_service[service_id] = set()
+        conns.add(conn)
 
     def unregister(self, conn) -> None:
         old = self.service_of.pop(conn, None)
