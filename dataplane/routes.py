@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 
 from shared import schema
 from shared.records import Container, Service
-from shared.tokens import SigningKey
+from shared.tokens import SigningKey, Verification
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Placement = tuple[bool, bool, bool]  # (usable, allowed, ipv6)
@@ -85,7 +85,8 @@ class Route:
         self.cors_passthrough = service.cors_preflight == "passthrough"
         # Only path routing has a prefix to strip (and responses to keep under it).
         self.strip_prefix = service.strip_prefix and not self.host_routed
-        self.token_cache: dict[str, str] | None = None  # token -> key id, see access.verify_token
+        # token -> its VALID verification (immutable), see access.verify_token
+        self.token_cache: dict[str, Verification] | None = None
         self.usable, self.allowed, self.ipv6 = where or placement(container, allowed_networks)
         self.target: tuple[str, int] | None = (
             (container.address, service.target_port) if container is not None else None
