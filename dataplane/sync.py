@@ -7,7 +7,7 @@ exchange so the reactor side knows how fresh it is.
 
 Failure handling: on a Redis error it keeps the cursor and retries with back-off (100 ms
 doubling, capped at 2 s), so after an outage it resumes from where it was when the feed still
-holds those events, and takes a new snapshot when ``read_feed`` reports a gap (trimmed feed,
+holds those events, and takes a new snapshot when the feed read reports a gap (trimmed feed,
 or a Redis that came back empty or from an older backup). Meanwhile the proxy serves what it
 knows.
 """
@@ -27,7 +27,7 @@ from shared.redis_conn import make_client
 log = Logger()
 MAX_BACKOFF = 2.0
 WAIT_MS = 1000
-FEED_PAGE = 1000  # events per read_feed
+FEED_PAGE = 1000  # events per read at most
 
 
 class SyncThread:
@@ -83,16 +83,13 @@ class SyncThread:
                     call(self.on_snapshot, snap)
                     snap = None  # the reactor owns it now; do not keep a second copy alive
                     call(self.on_exchange)
-                events, cursor_after = self.schema.read_feed(client, cursor, FEED_PAGE)
+                # Waits up to WAIT_MS when nothing is new, returns at once when something is
+                events, cursor_after = self.schema.follow_feed(client, cursor, FEED_PAGE, WAIT_MS)
                 call(self.on_exchange)
                 backoff = 0.1
                 if events:
                     cursor = cursor_after
                     call(self.on_events, events)
-                    if len(events) == FEED_PAGE:
-                        continue  # a full page: more is waiting
-                # wait_feed returns at once when more came meanwhile: no read that finds nothing
-                self.schema.wait_feed(client, cursor, WAIT_MS)
             except schema_mod.FeedGap as gap:
                 log.info("sync: full resync needed: {why}", why=str(gap))
                 cursor = None

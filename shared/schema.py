@@ -722,6 +722,39 @@ class Schema:
             return [], cursor
         return events, FeedCursor(cursor.epoch, events[-1].position, cursor.offset + len(events))
 
+    def follow_feed(
+        self, client, cursor: FeedCursor, count: int = 1000, block_ms: int = 1000
+    ) -> tuple[list[Event], FeedCursor]:
+        """``read_feed``, waiting up to ``block_ms`` for events when there are none yet, in one
+        round trip where ``wait_feed`` and ``read_feed`` take two (a follower's CPU per change
+        is mostly its round trips: about 130 µs each here, whatever the command).
+
+        One pipeline, run in order on one connection: XREAD BLOCK from the cursor, then the
+        epoch and the cursor's own entry. Checked after the read, they prove it as the MULTI
+        of ``read_feed`` does: an entry after the cursor trimmed before the read would have
+        taken the older cursor entry with it, and that entry does not come back; a dataset
+        replaced before or during the read shows a new epoch. When the cursor's entry is gone
+        (or is the empty feed's ``0-0``), ``read_feed`` decides with its exact check.
+        """
+        if cursor.position == START:
+            self.wait_feed(client, cursor, block_ms)
+            return self.read_feed(client, cursor, count)
+        feed, position = self.keys.feed, cursor.position
+        read, current_epoch, own = _in_order(
+            client,
+            ("XREAD", "COUNT", count, "BLOCK", block_ms, "STREAMS", feed, position),
+            ("GET", self.keys.epoch),
+            ("XRANGE", feed, position, position, "COUNT", 1),
+        )
+        if current_epoch is None or _text(current_epoch) != cursor.epoch:
+            raise FeedGap("the dataset's epoch changed: Redis lost or replaced its data")
+        if not own:
+            return self.read_feed(client, cursor, count)
+        events = [decode_event(pos, fields) for pos, fields in _xread_entries(read)]
+        if not events:
+            return [], cursor
+        return events, FeedCursor(cursor.epoch, events[-1].position, cursor.offset + len(events))
+
     def wait_feed(self, client, cursor: FeedCursor, block_ms: int) -> bool:
         """Block up to ``block_ms`` until the feed has something after ``cursor``.
 
@@ -729,6 +762,41 @@ class Schema:
         """
         read = client.xread({self.keys.feed: cursor.position}, count=1, block=block_ms)
         return bool(read)
+
+
+def _in_order(client, *commands: tuple) -> list:
+    """The replies to ``commands``, sent in one write on one connection and run in order: a
+    pipeline without redis-py's per-call machinery, which costs more CPU than the round trip
+    itself (measured on the sync thread's three commands: 78 µs a call this way, 182 µs as a
+    redis-py pipeline). Replies come raw (no response callbacks). A Cluster client takes its
+    own pipeline, which follows slot moves (the commands share one slot: the prefix's tag)."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute()
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        return [conn.read_response() for _ in commands]
+    except BaseException:
+        conn.disconnect()  # replies may be left unread: this connection is done
+        raise
+    finally:
+        pool.release(conn)
+
+
+def _xread_entries(read: Any) -> list:
+    """The entries of a one-stream XREAD reply: None (timed out), RESP2's
+    ``[[stream, entries]]`` or RESP3's ``{stream: entries}``; redis-py's RESP3 callback wraps
+    the entries in one more list (a Cluster pipeline applies it)."""
+    if not read:
+        return []
+    entries = next(iter(read.values())) if isinstance(read, dict) else read[0][1]
+    if entries and isinstance(entries[0], list) and entries[0] and isinstance(entries[0][0], list | tuple):
+        entries = entries[0]
+    return entries
 
 
 def _xinfo_field(info: Any, name: str) -> Any:

@@ -3,6 +3,8 @@ gap detection (trimmed past the cursor), and epoch change (Redis came back empty
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import redis
 
@@ -38,6 +40,19 @@ SERVICE = Service(
 )
 
 
+def _read(schema, client, cursor, count=1000):
+    return schema.read_feed(client, cursor, count)
+
+
+def _follow(schema, client, cursor, count=1000):
+    return schema.follow_feed(client, cursor, count, block_ms=10)
+
+
+# The sync thread follows the feed with follow_feed (one round trip: XREAD BLOCK, then the
+# checks); every guarantee of read_feed must hold for it too.
+READERS = pytest.mark.parametrize("read", [_read, _follow], ids=["read_feed", "follow_feed"])
+
+
 def _tx(client, write):
     with client.pipeline(transaction=True) as pipe:
         pipe.multi()
@@ -45,12 +60,13 @@ def _tx(client, write):
         pipe.execute()
 
 
-def test_each_writer_emits_one_event_and_state(schema, redis_client):
+@READERS
+def test_each_writer_emits_one_event_and_state(schema, redis_client, read):
     cursor = schema.snapshot(redis_client).cursor
     _tx(redis_client, lambda p: schema.put_tenant(p, TENANT))
     _tx(redis_client, lambda p: schema.put_container(p, CONTAINER))
     _tx(redis_client, lambda p: schema.put_service(p, SERVICE))
-    events, cursor = schema.read_feed(redis_client, cursor)
+    events, cursor = read(schema, redis_client, cursor)
     assert [(e.kind, e.op, e.id) for e in events] == [
         (KIND_TENANT, OP_PUT, "ten_a"),
         (KIND_CONTAINER, OP_PUT, "ctr_a"),
@@ -66,11 +82,11 @@ def test_each_writer_emits_one_event_and_state(schema, redis_client):
     assert schema.expired_before(redis_client, 49) == []
 
     # Nothing new: an empty read keeps the cursor.
-    assert schema.read_feed(redis_client, cursor) == ([], cursor)
+    assert read(schema, redis_client, cursor) == ([], cursor)
 
     _tx(redis_client, lambda p: schema.delete_service(p, SERVICE))
     _tx(redis_client, lambda p: schema.delete_container(p, CONTAINER, []))
-    events, cursor = schema.read_feed(redis_client, cursor)
+    events, cursor = read(schema, redis_client, cursor)
     assert [(e.kind, e.op, e.id, e.record) for e in events] == [
         (KIND_SERVICE, OP_DELETE, "lnx_a", None),
         (KIND_CONTAINER, OP_DELETE, "ctr_a", None),
@@ -107,7 +123,8 @@ def test_snapshot_then_resume_from_its_cursor(schema, redis_client):
     assert [e.id for e in events] == ["lnx_a"]
 
 
-def test_read_feed_pages_with_count(schema, redis_client):
+@READERS
+def test_read_feed_pages_with_count(schema, redis_client, read):
     cursor = schema.snapshot(redis_client).cursor
     for i in range(5):
         _tx(
@@ -119,7 +136,7 @@ def test_read_feed_pages_with_count(schema, redis_client):
         )
     seen = []
     while True:
-        events, cursor = schema.read_feed(redis_client, cursor, count=2)
+        events, cursor = read(schema, redis_client, cursor, count=2)
         if not events:
             break
         seen.extend(e.id for e in events)
@@ -127,7 +144,8 @@ def test_read_feed_pages_with_count(schema, redis_client):
     assert cursor.offset == 5
 
 
-def test_gap_when_trimmed_past_the_cursor(schema, redis_client):
+@READERS
+def test_gap_when_trimmed_past_the_cursor(schema, redis_client, read):
     _tx(redis_client, lambda p: schema.put_container(p, CONTAINER))
     early = schema.snapshot(redis_client).cursor
     for _ in range(3):
@@ -135,39 +153,42 @@ def test_gap_when_trimmed_past_the_cursor(schema, redis_client):
     # Exact trim to one entry: two events this reader has not seen are gone.
     redis_client.xtrim(schema.keys.feed, maxlen=1, approximate=False)
     with pytest.raises(FeedGap):
-        schema.read_feed(redis_client, early)
+        read(schema, redis_client, early)
     # A fresh snapshot's cursor is fine again.
     fresh = schema.snapshot(redis_client).cursor
-    assert schema.read_feed(redis_client, fresh) == ([], fresh)
+    assert read(schema, redis_client, fresh) == ([], fresh)
 
 
 @pytest.mark.parametrize("keep", [1, 0], ids=["cursor-entry-kept", "cursor-entry-trimmed"])
-def test_no_gap_when_only_seen_entries_were_trimmed(schema, redis_client, keep):
+@READERS
+def test_no_gap_when_only_seen_entries_were_trimmed(schema, redis_client, read, keep):
     # keep=1: the cursor's own entry is still there (the read needs no XINFO); keep=0: it is
     # gone too, and the exact check decides (3 trimmed, all seen)
     cursor = schema.snapshot(redis_client).cursor
     for _ in range(3):
         _tx(redis_client, lambda p: schema.put_service(p, SERVICE))
-    _, cursor = schema.read_feed(redis_client, cursor)
+    _, cursor = read(schema, redis_client, cursor)
     redis_client.xtrim(schema.keys.feed, maxlen=keep, approximate=False)
     _tx(redis_client, lambda p: schema.put_container(p, CONTAINER))
-    events, after = schema.read_feed(redis_client, cursor)
+    events, after = read(schema, redis_client, cursor)
     assert [e.id for e in events] == ["ctr_a"] and after.offset == 4
     _tx(redis_client, lambda p: schema.put_service(p, SERVICE))
-    events, after = schema.read_feed(redis_client, after)
+    events, after = read(schema, redis_client, after)
     assert [e.id for e in events] == ["lnx_a"] and after.offset == 5
 
 
-def test_gap_when_the_feed_is_gone(schema, redis_client):
+@READERS
+def test_gap_when_the_feed_is_gone(schema, redis_client, read):
     cursor = schema.snapshot(redis_client).cursor
     _tx(redis_client, lambda p: schema.put_service(p, SERVICE))
-    _, cursor = schema.read_feed(redis_client, cursor)
+    _, cursor = read(schema, redis_client, cursor)
     redis_client.delete(schema.keys.feed)
     with pytest.raises(FeedGap):
-        schema.read_feed(redis_client, cursor)
+        read(schema, redis_client, cursor)
 
 
-def test_epoch_changes_after_flushall():
+@READERS
+def test_epoch_changes_after_flushall(read):
     """Redis that comes back empty (FLUSHALL here; a restart without persistence in real
     life) gets a new epoch, and a reader's old cursor reports a gap. A private server: the
     session's one is shared by every test."""
@@ -180,7 +201,7 @@ def test_epoch_changes_after_flushall():
         client.flushall()
         _tx(client, lambda p: schema.put_container(p, CONTAINER))
         with pytest.raises(FeedGap):
-            schema.read_feed(client, snap.cursor)
+            read(schema, client, snap.cursor)
         again = schema.snapshot(client)
         assert again.cursor.epoch != snap.cursor.epoch
         assert again.containers == {"ctr_a": CONTAINER}
@@ -194,6 +215,20 @@ def test_wait_feed_wakes_on_new_events(schema, redis_client):
     assert schema.wait_feed(redis_client, cursor, block_ms=10) is False
     _tx(redis_client, lambda p: schema.put_container(p, CONTAINER))
     assert schema.wait_feed(redis_client, cursor, block_ms=10) is True
+
+
+def test_follow_feed_waits_for_the_next_event_and_returns_it(schema, redis_client):
+    _tx(redis_client, lambda p: schema.put_tenant(p, TENANT))
+    cursor = schema.snapshot(redis_client).cursor  # on a real entry: the one-trip path
+    assert schema.follow_feed(redis_client, cursor, block_ms=10) == ([], cursor)  # timed out
+    writer = threading.Timer(0.05, lambda: _tx(redis_client, lambda p: schema.put_container(p, CONTAINER)))
+    writer.start()
+    try:
+        events, after = schema.follow_feed(redis_client, cursor, block_ms=5000)
+    finally:
+        writer.join()
+    assert [e.id for e in events] == ["ctr_a"] and events[0].record == CONTAINER
+    assert after.offset == cursor.offset + 1 and after.position == events[0].position
 
 
 def test_readiness_written_only_for_existing_services(schema, redis_client):
