@@ -53,3 +53,22 @@ def test_quick_bench_fallbacks(tmp_path):
     results = _run(tmp_path, "--no-wrk", "--no-nginx")
     assert results["meta"]["http_load"].startswith("python-load")
     _check(results)
+
+
+@pytest.mark.parametrize("mode", ["public", "header", "query"])
+def test_the_instruction_count_loop_relays_every_request(tmp_path, mode):
+    """``bench.instructions`` counts this loop under callgrind; run plainly here, it must
+    relay each of its requests (it exits non-zero on the first that is not a 200)."""
+    from bench.instructions import _LOOP
+
+    loop = tmp_path / "relay_loop.py"
+    loop.write_text(_LOOP)
+    proc = subprocess.run(
+        [sys.executable, str(loop), mode, "50"],
+        cwd=str(ROOT),
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
