@@ -12,7 +12,7 @@ from __future__ import annotations
 from twisted.internet import main, tcp
 from twisted.python import failure
 
-_DONE = failure.Failure(main.CONNECTION_DONE)
+DONE = failure.Failure(main.CONNECTION_DONE)  # the reason of a connection closed cleanly
 # Read size and back-pressure threshold of a transport (Twisted's ``bufferSize``). A transport
 # starts at Twisted's 64 KiB and moves to BUFFER_SIZE when a read fills it or a write finds
 # the kernel's buffer full (a bulk transfer: fewer reactor turns and pauses), back at the end
@@ -78,9 +78,10 @@ def close_now(transport, sock) -> None:
 
     Twisted closes by stopping reads, watching for writability (one ``epoll_ctl`` each), waiting
     for the next reactor turn to find the empty buffer, then shutting down and closing the
-    socket. With nothing queued there is nothing to wait for: stop reading and close on the
-    next turn (as ``abortConnection`` does, but with a FIN); ``close`` alone sends the FIN, so
-    the extra ``shutdown`` call goes too (the descriptor is this process's alone: CLOEXEC).
+    socket. With nothing queued there is nothing to wait for: stop reading and close once this
+    reactor turn's events are handled (as ``abortConnection`` does, but with a FIN); ``close``
+    alone sends the FIN, so the extra ``shutdown`` call goes too (the descriptor is this
+    process's alone: CLOEXEC).
     """
     if (
         sock is None
@@ -99,4 +100,4 @@ def close_now(transport, sock) -> None:
         return
     transport.stopReading()
     transport.stopWriting()
-    transport.reactor.callLater(0, transport.connectionLost, _DONE)
+    transport.reactor.callLater(0, transport.connectionLost, DONE)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import errno
 
-from twisted.internet import epollreactor, main
+from twisted.internet import epollreactor
 from twisted.logger import Logger
-from twisted.python import failure
+
+from dataplane.fastio import DONE
 
 log = Logger()
-_DONE = failure.Failure(main.CONNECTION_DONE)
 
 
 class DirectEPollReactor(epollreactor.EPollReactor):
@@ -70,7 +70,7 @@ class DirectEPollReactor(epollreactor.EPollReactor):
             closing, self._closing = self._closing, []
             for transport in closing:
                 try:
-                    transport.connectionLost(_DONE)
+                    transport.connectionLost(DONE)
                 except Exception:
                     log.failure("unhandled error closing {transport!r}", transport=transport)
 
