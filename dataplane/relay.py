@@ -348,14 +348,15 @@ class ClientConnection(protocol.Protocol):
             if route is not None and route.host_routed:
                 route = None
             if route is not None and not route.strip_prefix:
-                upstream_path = v.path  # the app serves under its base URL /linx/<id>/
+                # the app serves under its base URL /linx/<id>/
+                upstream_path, upstream_target = v.path, v.path_target
             else:
-                upstream_path = v.stripped
+                upstream_path, upstream_target = v.stripped, v.stripped_target
                 prefix = v.prefix
         elif kind == HOST:
             if route is not None and not route.host_routed:
                 route = None
-            upstream_path = v.path
+            upstream_path, upstream_target = v.path, v.path_target
         elif kind == SLASH:
             # The access table's first row, before the id is looked up: it reveals nothing.
             self._ungrant()
@@ -399,16 +400,14 @@ class ClientConnection(protocol.Protocol):
         ctx.registry.register(self, route.service_id)
         if route.link_of_kid and ctx.links is not None:
             ctx.links.used(route, decision.kid, now)
-        kept_query = v.kept_query
         if decision.source == "query":
             cookie = self._token_cookie(route, decision, now)
             if v.navigation:
-                location = v.path + (b"?" + kept_query if kept_query else b"")
                 keep = v.keep
                 ex.answer(
                     forwarding.redirect_response(
                         303,
-                        location,
+                        v.path_target,  # the same URL without its token
                         keep_alive=keep,
                         http10=req.http10,
                         extra=[cookie, b"Referrer-Policy: no-referrer\r\n"],
@@ -419,7 +418,6 @@ class ClientConnection(protocol.Protocol):
                 )
                 return
             ex.extra_headers.append(cookie)
-        upstream_target = upstream_path + (b"?" + kept_query if kept_query else b"")
         if prefix is not None:
             ex.rewrite = forwarding.PrefixRewrite(prefix, route.target, upstream_path)
         ex.relay(route, upstream_target, cookies, prefix, websocket)

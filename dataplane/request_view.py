@@ -39,7 +39,6 @@ class RequestView:
         "sid",
         "path",
         "query",
-        "has_query",
         "stripped",
         "prefix",
         "location",
@@ -50,6 +49,8 @@ class RequestView:
         "unsafe_cross_origin",
         "query_tokens",
         "kept_query",
+        "path_target",
+        "stripped_target",
         "header_tokens",
         "sub_tokens",
         "ws_selected",
@@ -98,7 +99,7 @@ def make_view(req: RequestHead, host_suffix: bytes | None) -> RequestView:
     target = req.target
     qpos = target.find(b"?")
     path, query = (target, b"") if qpos < 0 else (target[:qpos], target[qpos + 1 :])
-    v.path, v.query, v.has_query = path, query, qpos >= 0
+    v.path, v.query = path, query
     v.sid = v.stripped = v.prefix = v.location = None
     hostname = _hostname(req.host) if host_suffix is not None else b""
     if host_suffix is not None and hostname.endswith(host_suffix):
@@ -135,6 +136,11 @@ def make_view(req: RequestHead, host_suffix: bytes | None) -> RequestView:
     # A carrier that is absent costs no call: most requests have no query, no cookie and
     # (public services, or a cookie already set) no token header.
     v.query_tokens, v.kept_query = access.split_query(query) if query else (_NONE, b"")
+    # What the container is asked for, its query without linx_token, as the app sees the path
+    # (``path``: host routing, or an app serving under /linx/<id>/) or stripped of the prefix
+    rest = b"?" + v.kept_query if v.kept_query else b""
+    v.path_target = path + rest
+    v.stripped_target = v.stripped + rest if v.stripped is not None else None
     header_values = req.values(access.TOKEN_HEADER)
     v.header_tokens = [h.strip() for h in header_values] if header_values else _NONE
     v.sub_tokens, v.ws_selected = forwarding.token_subprotocols(req) if websocket else (_NONE, None)
