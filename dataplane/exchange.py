@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet import error as neterror
 
-from dataplane import forwarding
+from dataplane import forwarding, splice
 from dataplane.fastio import BUFFER_SIZE, queued, send, try_send
 from dataplane.http_head import (
     LAST_CHUNK,
@@ -82,6 +82,7 @@ class Exchange:
         "out",
         "client_paced",
         "upstream_paced",
+        "body_splice_off",
     )
 
     def __init__(
@@ -122,6 +123,7 @@ class Exchange:
         # writes, and the client's reads as the producer of the container's.
         self.client_paced = False
         self.upstream_paced = False
+        self.body_splice_off = False  # the container spoke during the body: no splice for it
 
     @property
     def live(self) -> bool:
@@ -291,6 +293,8 @@ class Exchange:
             if piece:
                 if up is not None:
                     self._to_upstream(up, piece)
+                    if self.remaining >= splice.MIN_BYTES:
+                        self._splice_body(up)
                 else:
                     self.pending_body.append(piece)
         if not self.receiving_body and len(conn.buf) > self.ctx.config.max_head_bytes:
@@ -316,6 +320,59 @@ class Exchange:
         if self.paused_for_connect:
             self.paused_for_connect = False
             conn.reads.resumeProducing()
+        if self.remaining >= splice.MIN_BYTES and self.decoder is None:
+            self._splice_body(up)
+
+    def _splice_body(self, up: UpstreamConnection) -> None:
+        """The rest of a long Content-Length body moves in the kernel while the container is
+        silent (see ``dataplane.splice``); at its first byte the body goes on as before."""
+        conn = self.conn
+        if (
+            self.body_splice_off
+            or self.response_started
+            or up.splice is not None
+            or up.buf
+            or conn.sock is None
+            or conn.reads.paused
+            or not self.live
+        ):
+            return
+        if self.upstream_paced:
+            if queued(up.transport):
+                return
+            self.upstream_paced = False  # nothing is waiting to be paced any more
+            up.transport.unregisterProducer()
+        if not splice.can_splice(conn.transport, up.transport):
+            return
+        up.splice = splice.Splice(
+            up.pool.reactor,
+            conn.transport,
+            up.transport,
+            self.remaining,
+            self._body_moved,
+            self._body_in,
+            None,
+            self._body_interrupted,
+        )
+        up.splice.start()
+
+    def _body_moved(self, count: int) -> None:
+        self.req_bytes += count
+
+    def _body_in(self) -> None:
+        self.upstream.splice = None
+        self.remaining = 0
+        self.receiving_body = False
+
+    def _body_interrupted(self, left: int, held: bytes) -> None:
+        up = self.upstream
+        up.splice = None
+        self.body_splice_off = True
+        self.remaining = left
+        if not left:
+            self.receiving_body = False
+        if held:
+            self._to_upstream(up, held)
 
     def upstream_failed(self, reason) -> None:
         """The connect failed (refused, unreachable or timed out)."""
@@ -370,7 +427,9 @@ class Exchange:
         if framing in (Framing.CHUNKED, Framing.CLOSE):
             framing = Framing.CHUNKED if req.version == (1, 1) else Framing.CLOSE
         self.out_framing = framing
-        self.keep_alive = req.keep_alive and framing != Framing.CLOSE
+        # An answer before the whole request body (a refusal, most often): the rest of the body
+        # may never be read, so the connection ends after it, and the head says so.
+        self.keep_alive = req.keep_alive and framing != Framing.CLOSE and not self.receiving_body
         self.write(
             forwarding.client_response_head(
                 resp,

@@ -4,14 +4,14 @@ A client connection lives through explicit states::
 
     HEAD     buffering a request head (the only thing ever buffered, bounded by the 431 limit)
     RELAY    one request in flight: its body streams to the container, the response back
-    TUNNEL   after a container's real 101: bytes spliced both ways until either side closes
+    TUNNEL   after a container's real 101: bytes relayed both ways, unparsed, until either side closes
     CLOSED
 
 Each parsed request is handed to a new ``dataplane.exchange.Exchange``, which relays it (or
 answers it) and moves the connection on. Bodies are never held: once one side's writes back
 up, the other side's reads become their producer, so a slow reader on one side stops reads on
-the other (back-pressure both ways); a long Content-Length response body moves container to
-client in the kernel (``dataplane.splice``). The container side, pooled per target, is
+the other (back-pressure both ways); a long Content-Length body, request or response, moves
+in the kernel (``dataplane.splice``). The container side, pooled per target, is
 ``dataplane.upstream``; what connections share is ``dataplane.context``.
 
 Everything here runs on the reactor thread; time comes from the reactor passed in.

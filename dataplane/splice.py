@@ -11,6 +11,14 @@ While it runs, both Twisted transports stop reading and the splice watches the t
 descriptors itself (one reader, one writer object, as the reactor expects), so a slow client
 stops reads from the container (back-pressure). At most ``TURN_BYTES`` move per reactor turn,
 so one transfer cannot starve other connections. ``done()`` hands both transports back.
+
+A request body (an upload) moves the same way, with one difference: the container may answer
+before the body is in, and may go on reading it while it answers (a streaming echo, say). So
+that splice also watches the container's descriptor for reads and, at its first readable
+byte, or at anything unexpected on either side, *interrupts*: it stops, gives what is in the
+pipe and what is still to come to ``on_interrupt``, and both transports read again, so the
+rest of the exchange (the answer, an early close, a reset) takes the ordinary path, where
+every one of those cases is already handled.
 """
 
 from __future__ import annotations
@@ -45,7 +53,9 @@ def can_splice(src, dst) -> bool:
 
 
 class _End:
-    """One descriptor as the reactor sees it."""
+    """One descriptor as the reactor sees it: the source is watched for reads (more to move),
+    the sink for writes (room again) and, for a request body, for reads (the container
+    speaks)."""
 
     __slots__ = ("splice", "fd")
 
@@ -57,9 +67,13 @@ class _End:
         return self.fd
 
     def doRead(self):
-        self.splice.pump()
+        if self is self.splice.writer:
+            self.splice.interrupt()
+        else:
+            self.splice.pump()
 
-    doWrite = doRead
+    def doWrite(self):
+        self.splice.pump()
 
     def connectionLost(self, reason) -> None:
         self.splice.fail(self is self.splice.writer)
@@ -72,7 +86,12 @@ class Splice:
     """``count`` bytes from ``src``'s socket to ``dst``'s. ``on_moved(n)`` after each move,
     then ``on_done()``, or ``on_failed(dst_side)`` once (True: writing to ``dst`` failed; False:
     ``src`` closed or failed first): the splice has stopped by then, and both transports read
-    again only after ``on_done``."""
+    again only after ``on_done``.
+
+    With ``on_interrupt`` (a request body), ``dst`` is watched for reads too, and a readable
+    ``dst`` or any failure calls ``on_interrupt(left, held)`` instead of ``on_failed``:
+    ``held`` the bytes read from ``src`` and not yet written (to be sent before anything
+    else), ``left`` the bytes of ``count`` not yet read; both transports read again."""
 
     def __init__(
         self,
@@ -82,13 +101,15 @@ class Splice:
         count: int,
         on_moved: Callable[[int], None],
         on_done: Callable[[], None],
-        on_failed: Callable[[bool], None],
+        on_failed: Callable[[bool], None] | None,
+        on_interrupt: Callable[[int, bytes], None] | None = None,
     ) -> None:
         self.reactor = reactor
         self.src, self.dst = src, dst
         self.left = count  # still to read from src
         self.in_pipe = 0
         self.on_moved, self.on_done, self.on_failed = on_moved, on_done, on_failed
+        self.on_interrupt = on_interrupt
         self.pipe_r, self.pipe_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
             fcntl.fcntl(self.pipe_w, _F_SETPIPE_SZ, _PIPE_BYTES)
@@ -97,12 +118,16 @@ class Splice:
         self.reader = _End(self, src.socket.fileno())
         self.writer = _End(self, dst.socket.fileno())
         self.reading = self.writing = False
+        self.watching = False  # dst watched for reads (a request body: the container answers)
         self.active = True
         src.stopReading()
         dst.stopReading()
         dst.stopWriting()
 
     def start(self) -> None:
+        if self.on_interrupt is not None:
+            self.reactor.addReader(self.writer)
+            self.watching = True
         self.pump()
 
     def pump(self) -> None:
@@ -162,36 +187,70 @@ class Splice:
             return
         self.active = False
         if self.reading:
-            self._unwatch(self.reader, writing=False)
-        if self.writing:
-            self._unwatch(self.writer, writing=True)
-        self.reading = self.writing = False
+            self._unwatch(self.reader, reading=True, writing=False)
+        if self.writing or self.watching:
+            self._unwatch(self.writer, reading=self.watching, writing=self.writing)
+        self.reading = self.writing = self.watching = False
         os.close(self.pipe_r)
         os.close(self.pipe_w)
 
-    def _unwatch(self, end: _End, writing: bool) -> None:
+    def _unwatch(self, end: _End, reading: bool, writing: bool) -> None:
         reactor = self.reactor
         try:
-            (reactor.removeWriter if writing else reactor.removeReader)(end)
-        except OSError:
+            if writing:
+                reactor.removeWriter(end)
+            if reading:
+                reactor.removeReader(end)
+        except (OSError, KeyError):
             # Its socket is closed already: a connection aborted while the splice ran, torn
             # down before its protocol could stop us. The kernel has dropped the descriptor
             # from epoll; drop the reactor's record too, or a new socket given the same number
-            # would never be watched (Twisted's epoll reactor: _reads, _writes, _selectables).
+            # would never be watched (Twisted's epoll reactor: _reads, _writes, _selectables;
+            # a failed first removal may have dropped the _selectables entry already, hence
+            # KeyError from the second).
             fd = end.fd
-            (reactor._writes if writing else reactor._reads).discard(fd)
+            if writing:
+                reactor._writes.discard(fd)
+            if reading:
+                reactor._reads.discard(fd)
             if reactor._selectables.get(fd) is end:
                 del reactor._selectables[fd]
 
     def _finish(self) -> None:
         self.stop()
+        self._read_again()
+        self.on_done()
+
+    def _read_again(self) -> None:
         for transport in (self.src, self.dst):
             if transport.connected and not transport.disconnecting:  # not aborted meanwhile
                 transport.startReading()
-        self.on_done()
 
     def fail(self, dst_side: bool) -> None:
         if not self.active:
             return
+        if self.on_interrupt is not None:
+            self.interrupt()
+            return
         self.stop()
         self.on_failed(dst_side)
+
+    def interrupt(self) -> None:
+        """Stop here and give back (request bodies only, see the class): what was read and not
+        written, then reads on both sides again."""
+        if not self.active:
+            return
+        held = []
+        while self.in_pipe:
+            try:
+                piece = os.read(self.pipe_r, self.in_pipe)
+            except OSError:  # cannot happen with bytes in the pipe; nothing to save if it does
+                break
+            if not piece:
+                break
+            held.append(piece)
+            self.in_pipe -= len(piece)
+        left = self.left
+        self.stop()
+        self._read_again()
+        self.on_interrupt(left, b"".join(held))

@@ -275,6 +275,7 @@ class UpstreamConnection(protocol.Protocol):
 
     def release(self, reusable: bool) -> None:
         """The exchange is over: back to the pool, or closed."""
+        self._stop_splice()  # cut short (an error answer, a revocation): the bytes stop here
         self._cancel()
         self.client = None
         self.resp = None

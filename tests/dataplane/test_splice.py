@@ -55,19 +55,23 @@ def _connection(sock, reactor):
 
 
 class Rig:
-    """container --(src)--> proxy --(dst)--> client"""
+    """container --(src)--> proxy --(dst)--> client, a response body; with ``interrupt``, a
+    request body the other way round (``container`` then plays the uploading client, and
+    ``client`` the container, which may answer early)."""
 
-    def __init__(self, count):
+    def __init__(self, count, interrupt=False):
         self.reactor = _Reactor()
         self.container, src_sock = _tcp_pair()
         dst_sock, self.client = _tcp_pair()
         self.src = _connection(src_sock, self.reactor)
         self.dst = _connection(dst_sock, self.reactor)
-        self.moved, self.done, self.failed = [], [], []
+        self.moved, self.done, self.failed, self.interrupted = [], [], [], []
         assert splice.can_splice(self.src, self.dst)
         self.splice = splice.Splice(
             self.reactor, self.src, self.dst, count,
-            self.moved.append, lambda: self.done.append(True), self.failed.append,
+            self.moved.append, lambda: self.done.append(True),
+            None if interrupt else self.failed.append,
+            (lambda left, held: self.interrupted.append((left, held))) if interrupt else None,
         )  # fmt: skip
 
     def pump_until(self, outcome: list, turns: int = 100) -> None:
@@ -217,3 +221,81 @@ def test_stop_after_the_clients_socket_closed_leaves_the_reactor_clean():
     finally:
         rig.close()
         reactor._poller.close()
+
+
+# ------------------------------------------------------------ request bodies (on_interrupt)
+def _pattern(n: int) -> bytes:
+    return (bytes(range(251)) * (n // 251 + 1))[:n]  # 251: no period that a 1 MiB read hides
+
+
+def test_a_request_body_moves_exactly_while_the_container_is_watched_for_an_answer():
+    body = _pattern(3 << 20)
+    rig = Rig(len(body), interrupt=True)
+    try:
+        rig.container.sendall(body[: 1 << 20])
+        rig.pump_until([], 1)
+        assert rig.splice.writer in rig.reactor.readers  # the container's answer would stop it
+        got = _recv_exactly(rig.client, 1 << 20)
+        rig.container.sendall(body[1 << 20 :] + b"NEXT REQUEST")
+        rig.pump_until(rig.done)
+        got += _recv_exactly(rig.client, len(body) - len(got))
+        assert got == body and sum(rig.moved) == len(body)
+        assert rig.done == [True] and rig.interrupted == [] and rig.failed == []
+        assert {rig.src, rig.dst} <= rig.reactor.readers
+        assert not ({rig.splice.reader, rig.splice.writer} & (rig.reactor.readers | rig.reactor.writers))
+        assert rig.src.socket.recv(100) == b"NEXT REQUEST"
+    finally:
+        rig.close()
+
+
+def test_the_container_answering_mid_body_hands_everything_back_in_order():
+    count = 64 << 20
+    body = _pattern(count)
+    rig = Rig(count, interrupt=True)
+    try:
+        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        rig.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        rig.container.setblocking(False)
+        sent = 0
+        started = False
+        for _ in range(200):
+            try:
+                sent += rig.container.send(body[sent : sent + (1 << 20)])
+            except BlockingIOError:
+                pass
+            if not started:
+                rig.splice.start()
+                started = True
+            else:
+                rig.splice.pump()
+            if rig.splice.writing and rig.splice.in_pipe:
+                break
+        assert rig.splice.writing and rig.splice.in_pipe  # the container is not reading: bytes wait
+        rig.client.sendall(b"HTTP/1.1 413 Payload Too Large\r\n\r\n")
+        rig.splice.writer.doRead()  # what the reactor does when the container's socket is readable
+        assert rig.failed == [] and rig.done == [] and len(rig.interrupted) == 1
+        left, held = rig.interrupted[0]
+        moved = sum(rig.moved)
+        assert held and held == body[moved : moved + len(held)]
+        assert moved + len(held) + left == count  # nothing lost, nothing counted twice
+        assert _recv_exactly(rig.client, moved) == body[:moved]
+        # Twisted reads both sides again; the answer waits for it, unread
+        assert {rig.src, rig.dst} <= rig.reactor.readers
+        assert not ({rig.splice.reader, rig.splice.writer} & (rig.reactor.readers | rig.reactor.writers))
+        assert rig.dst.socket.recv(100).startswith(b"HTTP/1.1 413")
+    finally:
+        rig.close()
+
+
+def test_the_uploader_closing_early_interrupts_instead_of_failing():
+    rig = Rig(4 << 20, interrupt=True)
+    try:
+        rig.container.sendall(_pattern(1 << 20))
+        rig.container.close()
+        rig.pump_until(rig.interrupted, 10)
+        assert rig.failed == [] and rig.done == []
+        left, held = rig.interrupted[0]
+        assert left == 3 << 20 and sum(rig.moved) + len(held) == 1 << 20
+        assert rig.src in rig.reactor.readers  # Twisted reads the close and reports it
+    finally:
+        rig.close()

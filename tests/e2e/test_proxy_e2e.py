@@ -359,6 +359,22 @@ def test_a_long_content_length_body_arrives_intact_and_both_connections_go_on(pu
     assert after["req_no_on_conn"] == first["req_no_on_conn"] + 2
 
 
+def test_a_long_upload_arrives_intact_and_both_connections_go_on(publish):
+    # a request body past dataplane.splice.MIN_BYTES moves by splice(2) too, handed back after
+    pub = publish()
+    echo(pub)
+    h = {"X-Linx-Token": pub.token}
+    size = (6 << 20) + 77
+    body = (bytes(range(251)) * (size // 251 + 1))[:size]
+    with requests.Session() as s:
+        first = s.get(pub.url("/echo"), headers=h, timeout=5).json()
+        up = s.post(pub.url("/upload"), data=body, headers=h, timeout=30).json()
+        assert up["received"] == size and up["sha256"] == hashlib.sha256(body).hexdigest()
+        after = s.get(pub.url("/echo"), headers=h, timeout=5).json()
+    assert after["conn_id"] == first["conn_id"]
+    assert after["req_no_on_conn"] == first["req_no_on_conn"] + 2
+
+
 # ------------------------------------------------------------------ WebSockets
 def ws_connect(pub, proxy_url=None, **kw) -> websocket.WebSocket:
     base = (proxy_url or pub.proxy_url).replace("http://", "ws://")

@@ -216,6 +216,151 @@ def test_target_outside_allowed_networks_is_never_dialled(hstack):
         listener.close()
 
 
+# ------------------------------------------------- containers that answer during a long upload
+# Past dataplane.splice.MIN_BYTES a request body moves by splice(2) while the container is
+# silent; its first byte, or either side going, hands the rest back to the ordinary relay.
+UPLOAD = 16 << 20
+
+
+def _upload_pattern(n: int) -> bytes:
+    return (bytes(range(251)) * (n // 251 + 1))[:n]
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        data = sock.recv(min(1 << 20, n - len(out)))
+        if not data:
+            raise ConnectionError(f"closed after {len(out)} of {n} bytes")
+        out += data
+    return bytes(out)
+
+
+def _upload_head(path: str, size: int) -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: h.test\r\nContent-Length: {size}\r\n\r\n".encode()
+
+
+def _scripted_upload_service(hstack, proxy, script):
+    container = ScriptedContainer(script)
+    svc = hstack.publish(container.port, auth_mode="public")
+    wait_for(
+        lambda: requests.get(f"{proxy.url}{svc.path}", allow_redirects=False, timeout=2).status_code == 308
+    )
+    return container, svc
+
+
+def _send_in_background(sock: socket.socket, data: bytes) -> threading.Thread:
+    def run():
+        try:
+            sock.sendall(data)
+        except OSError:
+            pass  # refused midway: the answer says why
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def test_a_container_echoing_an_upload_as_it_reads_it_gets_every_byte_in_order(env):
+    hstack, proxy, _ = env
+    body = _upload_pattern(UPLOAD)
+
+    def script(sock: socket.socket) -> None:
+        head = read_head(sock)
+        got = head.partition(b"\r\n\r\n")[2]
+        while len(got) < 2 << 20:  # silent until well into the body (the splice is running)
+            got += sock.recv(1 << 20)
+        sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % UPLOAD + got)
+        left = UPLOAD - len(got)
+        while left:
+            data = sock.recv(min(left, 1 << 20))
+            if not data:
+                return
+            sock.sendall(data)
+            left -= len(data)
+
+    container, svc = _scripted_upload_service(hstack, proxy, script)
+    try:
+        with RawClient(proxy.port, timeout=20) as c:
+            sender = _send_in_background(c.sock, _upload_head(f"{svc.path}/echo", UPLOAD) + body)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += c.sock.recv(65536)
+            head, _, echoed = head.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200 ")
+            # answered before the whole body: the connection ends after this answer, and says so
+            assert b"\r\nConnection: close\r\n" in head + b"\r\n"
+            echoed += _recv_exactly(c.sock, UPLOAD - len(echoed))
+            sender.join(20)
+            assert echoed == body  # nothing lost, reordered or sent twice
+            c.buf = b""
+            assert c.closed_within(5)
+        assert container.accepted == 1 and not container.errors
+        assert_clean_log(proxy)
+    finally:
+        container.close()
+
+
+def test_a_container_refusing_an_upload_early_is_answered_and_the_connection_closed(env):
+    hstack, proxy, _ = env
+    seen = []
+
+    def script(sock: socket.socket) -> None:
+        head = read_head(sock)
+        got = len(head.partition(b"\r\n\r\n")[2])
+        while got < 2 << 20:
+            got += len(sock.recv(1 << 20))
+        seen.append(got)
+        sock.sendall(
+            b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!"
+        )
+        reset(sock)  # as a server closing with the body unread does
+
+    container, svc = _scripted_upload_service(hstack, proxy, script)
+    try:
+        with RawClient(proxy.port, timeout=20) as c:
+            _send_in_background(c.sock, _upload_head(f"{svc.path}/up", UPLOAD) + _upload_pattern(UPLOAD))
+            resp = c.read_response()
+            assert resp.status == 413 and resp.body == b"too big!"
+            assert resp.header("Connection") == b"close"
+            assert c.closed_within(5)  # the rest of the body is never taken for a request
+        assert seen and seen[0] < UPLOAD and not container.errors
+        reachable(proxy, env[2])
+        assert_clean_log(proxy)
+    finally:
+        container.close()
+
+
+def test_a_client_abandoning_a_long_upload_cuts_the_containers_connection(env):
+    hstack, proxy, _ = env
+    ended = threading.Event()
+    received = []
+
+    def script(sock: socket.socket) -> None:
+        head = read_head(sock)
+        got = len(head.partition(b"\r\n\r\n")[2])
+        try:
+            while data := sock.recv(1 << 20):
+                got += len(data)
+        except OSError:
+            pass
+        received.append(got)
+        ended.set()
+
+    container, svc = _scripted_upload_service(hstack, proxy, script)
+    try:
+        c = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+        c.sendall(_upload_head(f"{svc.path}/up", UPLOAD) + _upload_pattern(4 << 20))
+        wait_for(lambda: container.accepted == 1, 5)
+        reset(c)  # gone with three quarters of the body still announced
+        assert ended.wait(5), "the container's connection outlived its client"
+        assert received[0] <= 4 << 20
+        reachable(proxy, env[2])
+        assert_clean_log(proxy)
+    finally:
+        container.close()
+
+
 # ------------------------------------------------------------- ambiguous container responses
 FRESH = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"
 SMUGGLED_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nsmuggle"
