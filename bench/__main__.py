@@ -132,7 +132,9 @@ ROWS = [
      _ratio_min(0.5, "≥ 0.5× nginx", "nginx")),
     ("tls_handshake_cpu_us", "  proxy CPU per handshake", "µs", "{:.1f}", None),
     ("download_MBps", "download (transfer size)", "MB/s", "{:,.0f}", _ratio_min(0.9, "≥ 0.9× direct")),
+    ("download_cpu_s_per_gib", "  proxy CPU per GiB", "s", "{:.2f}", None),
     ("upload_MBps", "upload (transfer size)", "MB/s", "{:,.0f}", _ratio_min(0.9, "≥ 0.9× direct")),
+    ("upload_cpu_s_per_gib", "  proxy CPU per GiB", "s", "{:.2f}", None),
     ("ws_echo_msgs", "WebSocket echo, 32 B", "msg/s", "{:,.0f}",
      _ratio_min(1.0, "≥ CHP", "chp")),
     ("ws_1mib_MBps", "WebSocket 1 MiB messages", "MB/s", "{:,.0f}", _ratio_min(0.9, "≥ 0.9× direct")),
@@ -467,11 +469,18 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
             record("tls_close", name, hres)
             record("tls_close_cpu_us", name, (c1 - c0) / max(1, hres["requests"]) * 1e6)
             _progress("https", name, f"keep-alive {res['rps']:,.0f} req/s, handshakes {hres['rps']:,.0f}/s")
+        gib = plan.transfers * plan.transfer / (1 << 30)
         for t in order:
+            c0 = cpu_seconds(t.pids()) if t.pids else 0.0
             down = [workloads.download(t.web + big_path, plan.transfer) for _ in range(plan.transfers)]
+            c1 = cpu_seconds(t.pids()) if t.pids else 0.0
             up = [workloads.upload(t.peer + "/upload", plan.transfer) for _ in range(plan.transfers)]
+            c2 = cpu_seconds(t.pids()) if t.pids else 0.0
             record("download", t.name, median(down))
             record("upload", t.name, median(up))
+            if t.pids:  # where a body moves in the kernel, this falls even when throughput cannot
+                record("download_cpu", t.name, (c1 - c0) / gib)
+                record("upload_cpu", t.name, (c2 - c1) / gib)
             _progress("transfer", t.name, f"down {median(down):,.0f} MB/s up {median(up):,.0f} MB/s")
         for t in order:
             ws = workloads.ws_load(peer_cmd, t.peer + "/ws", 50, 1, 32, d, warm, load_cpu)
@@ -601,6 +610,8 @@ def run(plan: Plan, args, reaper: Reaper) -> dict:
         fig["close_cpu_us_per_req"][n] = med("close_cpu_us", n)
         fig["download_MBps"][n] = med("download", n)
         fig["upload_MBps"][n] = med("upload", n)
+        fig["download_cpu_s_per_gib"][n] = med("download_cpu", n)
+        fig["upload_cpu_s_per_gib"][n] = med("upload_cpu", n)
         fig["ws_echo_msgs"][n] = med("ws_small", n, "msgs_per_s")
         fig["ws_1mib_MBps"][n] = med("ws_big", n, "MBps")
     for n in tls_targets:
