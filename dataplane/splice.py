@@ -201,13 +201,12 @@ class Splice:
                 reactor.removeWriter(end)
             if reading:
                 reactor.removeReader(end)
-        except (OSError, KeyError):
+        except OSError:
             # Its socket is closed already: a connection aborted while the splice ran, torn
             # down before its protocol could stop us. The kernel has dropped the descriptor
-            # from epoll; drop the reactor's record too, or a new socket given the same number
-            # would never be watched (Twisted's epoll reactor: _reads, _writes, _selectables;
-            # a failed first removal may have dropped the _selectables entry already, hence
-            # KeyError from the second).
+            # from epoll; drop the reactor's record too (of both directions we watched), or a
+            # new socket given the same number would never be watched (Twisted's epoll
+            # reactor: _reads, _writes, _selectables).
             fd = end.fd
             if writing:
                 reactor._writes.discard(fd)

@@ -299,3 +299,36 @@ def test_the_uploader_closing_early_interrupts_instead_of_failing():
         assert rig.src in rig.reactor.readers  # Twisted reads the close and reports it
     finally:
         rig.close()
+
+
+def test_stop_after_the_containers_socket_closed_mid_upload_leaves_the_reactor_clean():
+    # The container's descriptor is watched both ways during an upload (room to write, an
+    # answer to read): both records go when its socket was closed under the splice.
+    from twisted.internet.epollreactor import EPollReactor
+
+    reactor = EPollReactor()
+    rig = Rig(64 << 20, interrupt=True)
+    try:
+        rig.splice.reactor = reactor
+        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        rig.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        rig.container.setblocking(False)
+        rig.splice.start()
+        for _ in range(200):
+            try:
+                rig.container.send(b"w" * (1 << 20))
+            except BlockingIOError:
+                pass
+            rig.splice.pump()
+            if rig.splice.writing:
+                break
+        fd = rig.splice.writer.fd
+        assert rig.splice.writing and fd in reactor._reads and fd in reactor._writes
+        rig.dst.socket.close()
+        rig.splice.stop()
+        assert fd not in reactor._writes and fd not in reactor._reads
+        assert fd not in reactor._selectables
+        assert rig.interrupted == []  # stopped, not interrupted: whoever stops it ends the exchange
+    finally:
+        rig.close()
+        reactor._poller.close()
