@@ -70,12 +70,13 @@ class SyncThread:
     def _run(self) -> None:
         backoff = 0.1
         cursor: schema_mod.FeedCursor | None = None
-        client = None
+        client = conn = None
         call = self.reactor.callFromThread
         while not self._stop.is_set():
             try:
                 if client is None:
                     client = self.client_factory()
+                    conn = self.schema.feed_connection(client)  # this thread's alone
                 if cursor is None:
                     with gc_policy.paused():
                         snap = self.schema.snapshot(client, self.convert() if self.convert else None)
@@ -84,7 +85,7 @@ class SyncThread:
                     snap = None  # the reactor owns it now; do not keep a second copy alive
                     call(self.on_exchange)
                 # Waits up to WAIT_MS when nothing is new, returns at once when something is
-                events, cursor_after = self.schema.follow_feed(client, cursor, FEED_PAGE, WAIT_MS)
+                events, cursor_after = self.schema.follow_feed(client, cursor, FEED_PAGE, WAIT_MS, conn)
                 call(self.on_exchange)
                 backoff = 0.1
                 if events:
@@ -101,8 +102,10 @@ class SyncThread:
                 )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-        if client is not None:
+        for closing in (conn, client):
+            if closing is None:
+                continue
             try:
-                client.close()
+                closing.disconnect() if closing is conn else closing.close()
             except Exception:  # noqa: S110 - closing on shutdown, nothing to do
                 pass

@@ -37,9 +37,9 @@ class _CountingSchema(Schema):
         self.calls.append(("wait", 0))
         return super().wait_feed(client, cursor, block_ms)
 
-    def follow_feed(self, client, cursor, count=1000, block_ms=1000):
+    def follow_feed(self, client, cursor, count=1000, block_ms=1000, conn=None):
         self.calls.append(("follow", 0))
-        events, after = super().follow_feed(client, cursor, count, block_ms)
+        events, after = super().follow_feed(client, cursor, count, block_ms, conn)
         self.calls.append(("followed", len(events)))
         return events, after
 

@@ -48,9 +48,23 @@ def _follow(schema, client, cursor, count=1000):
     return schema.follow_feed(client, cursor, count, block_ms=10)
 
 
+_HELD: dict = {}  # server address -> the connection kept for it
+
+
+def _follow_held(schema, client, cursor, count=1000):
+    # as the sync thread calls it: on a connection of its own, kept from call to call
+    kw = client.connection_pool.connection_kwargs
+    where = (kw.get("host"), kw.get("port"), kw.get("db"))
+    if where not in _HELD:
+        _HELD[where] = schema.feed_connection(client)
+    return schema.follow_feed(client, cursor, count, block_ms=10, conn=_HELD[where])
+
+
 # The sync thread follows the feed with follow_feed (one round trip: XREAD BLOCK, then the
 # checks); every guarantee of read_feed must hold for it too.
-READERS = pytest.mark.parametrize("read", [_read, _follow], ids=["read_feed", "follow_feed"])
+READERS = pytest.mark.parametrize(
+    "read", [_read, _follow, _follow_held], ids=["read_feed", "follow_feed", "follow_feed_held"]
+)
 
 
 def _tx(client, write):
@@ -229,6 +243,20 @@ def test_follow_feed_waits_for_the_next_event_and_returns_it(schema, redis_clien
         writer.join()
     assert [e.id for e in events] == ["ctr_a"] and events[0].record == CONTAINER
     assert after.offset == cursor.offset + 1 and after.position == events[0].position
+
+
+def test_a_held_feed_connection_reconnects_after_it_broke(schema, redis_client):
+    _tx(redis_client, lambda p: schema.put_tenant(p, TENANT))
+    cursor = schema.snapshot(redis_client).cursor
+    conn = schema.feed_connection(redis_client)
+    try:
+        assert schema.follow_feed(redis_client, cursor, block_ms=10, conn=conn) == ([], cursor)
+        conn.disconnect()  # as an error in an exchange leaves it
+        _tx(redis_client, lambda p: schema.put_container(p, CONTAINER))
+        events, _ = schema.follow_feed(redis_client, cursor, block_ms=10, conn=conn)
+        assert [e.id for e in events] == ["ctr_a"]
+    finally:
+        conn.disconnect()
 
 
 def test_readiness_written_only_for_existing_services(schema, redis_client):
