@@ -28,6 +28,12 @@ log = Logger()
 MAX_BACKOFF = 2.0
 WAIT_MS = 1000
 FEED_PAGE = 1000  # events per read at most
+# After a read that brought events, the next read waits this long first, so that under a
+# steady stream of changes one wake-up and one round trip carry several: each read costs the
+# sync thread about 80 us of CPU whether it brings one event or ten, and ten replicas under
+# 1,000 changes a second each spend that per change. A change after a quiet spell is not
+# delayed (the thread is already waiting in XREAD); under load a change waits at most this.
+COALESCE_SECS = 0.002
 
 
 class SyncThread:
@@ -91,6 +97,7 @@ class SyncThread:
                 if events:
                     cursor = cursor_after
                     call(self.on_events, events)
+                    self._stop.wait(COALESCE_SECS)
             except schema_mod.FeedGap as gap:
                 log.info("sync: full resync needed: {why}", why=str(gap))
                 cursor = None
