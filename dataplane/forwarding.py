@@ -3,7 +3,7 @@
 Request heads going to a container: hop-by-hop headers (and those named in ``Connection``)
 removed, ``X-Linx-Token`` and ``linx_`` cookies removed, header names with ``_`` dropped (as
 nginx does: CGI-style servers read ``X_Forwarded_For`` as ``X-Forwarded-For``), client-sent
-``X-Forwarded-*`` and ``Forwarded`` replaced unless the peer is a trusted proxy, and framing
+``X-Forwarded-*`` (every one) and ``Forwarded`` replaced unless the peer is a trusted proxy, and framing
 rewritten canonically. Response heads going to a client: hop-by-hop removed, ``Set-Cookie`` for
 a ``linx_`` name dropped (a container cannot set or overwrite the proxy's cookies).
 """
@@ -103,9 +103,9 @@ def _forwarded_fields(
         lname = name.lower()
         if lname in drop or lname in _ALWAYS_DROPPED or b"_" in name or lname == b"cookie":
             continue
-        if lname in _FORWARDING:
+        if lname in _FORWARDING or lname[:12] == b"x-forwarded-":
             if not trusted:
-                continue
+                continue  # all of them, not only those the proxy sets (-Port, -Ssl, -Server ...)
             if lname == b"x-forwarded-for":
                 xff.append(value)
                 continue

@@ -80,6 +80,15 @@ def test_upstream_heads_from_a_shared_head_differ_where_requests_do():
     assert b"X-Forwarded-For: 1.2.3.4\r\n" in _upstream(req, request_id=b"r4")
 
 
+def test_other_x_forwarded_fields_go_on_from_a_trusted_peer_only():
+    req = parse_request_head(
+        b"GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Ssl: on\r\n\r\n", 100
+    )
+    untrusted, trusted = _upstream(req), _upstream(req, trusted=True)
+    assert b"X-Forwarded-Port" not in untrusted and b"X-Forwarded-Ssl" not in untrusted
+    assert b"X-Forwarded-Port: 443\r\n" in trusted and b"X-Forwarded-Ssl: on\r\n" in trusted
+
+
 def test_client_heads_from_a_shared_response_follow_each_request():
     resp = parse_response_head(RESP, b"GET")
     plain = forwarding.client_response_head(resp, framing=Framing.LENGTH, keep_alive=True, extra=[])

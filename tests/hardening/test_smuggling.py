@@ -503,6 +503,25 @@ def cases() -> list[Case]:
             Fwd(has=((b"x-forwarded-for", b"127.0.0.1"),), lacks=(b"forwarded", b"x-real-ip")),
         )
     )
+    c.append(
+        accept(
+            # every X-Forwarded-* of an untrusted client goes, not only the four the proxy sets:
+            # frameworks read -Port and -Ssl for the scheme and port
+            "x-forwarded-any-replaced",
+            head(
+                GET,
+                "X-Forwarded-Port: 1234",
+                "X-Forwarded-Ssl: on",
+                "X-Forwarded-Server: evil",
+                "X-Forwarded-Uri: /admin",
+                "X-Forwarded-Proto: https",
+            ),
+            Fwd(
+                has=((b"x-forwarded-proto", b"http"),),
+                lacks=(b"x-forwarded-port", b"x-forwarded-ssl", b"x-forwarded-server", b"x-forwarded-uri"),
+            ),
+        )  # fmt: skip
+    )
 
     # --- pipelining ------------------------------------------------------------------------------
     c.append(
