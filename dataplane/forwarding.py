@@ -16,6 +16,9 @@ import html
 import json
 from http import HTTPStatus
 
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
+
 from dataplane.http_head import Framing, RequestHead, ResponseHead
 
 HOP_BY_HOP = frozenset(
@@ -329,14 +332,49 @@ def _reason(status: int) -> bytes:
         return b"Unknown"
 
 
+def _accept(accept: bytes) -> MIMEAccept:
+    return parse_accept_header(accept.decode("latin-1"), MIMEAccept)
+
+
 def prefers_html(accept: bytes | None) -> bool:
-    """A browser (Accept naming text/html before any JSON) gets HTML error pages."""
+    """The client prefers HTML to JSON (SPEC section 5: then the proxy's own answers are HTML
+    pages): ``Accept``'s qualities decide, each type by its most specific range (``*/*;q=0.8,
+    text/html;q=0.5`` is JSON, ``text/html;q=0`` never HTML); at equal quality the one the
+    client names first, by its own name (browsers list text/html first; ``*/*`` is JSON)."""
     if not accept:
         return False
-    accept = accept.lower()
-    html_at = accept.find(b"text/html")
-    json_at = accept.find(b"application/json")
-    return html_at >= 0 and (json_at < 0 or html_at < json_at)
+    ranges = _accept(accept)
+    html_q, json_q = _quality(ranges, "text/html"), _quality(ranges, "application/json")
+    if html_q != json_q:
+        return html_q > json_q
+    if html_q <= 0:
+        return False
+    named = [_media_type(value) for value, _ in ranges]
+    if "text/html" not in named:
+        return False
+    return "application/json" not in named or named.index("text/html") < named.index("application/json")
+
+
+def names_html(accept: bytes | None) -> bool:
+    """``Accept`` names ``text/html`` itself (not through ``*/*`` or ``text/*``), acceptable."""
+    return bool(accept) and any(_media_type(value) == "text/html" and q > 0 for value, q in _accept(accept))
+
+
+def _media_type(value: str) -> str:
+    return value.partition(";")[0].strip().lower()
+
+
+def _quality(ranges: MIMEAccept, mime: str) -> float:
+    """``mime``'s quality: that of the most specific range matching it (RFC 9110 12.5.1),
+    media-type parameters aside."""
+    family = mime.partition("/")[0] + "/*"
+    best, quality = 0, 0.0
+    for value, q in ranges:
+        kind = _media_type(value)
+        rank = 3 if kind == mime else 2 if kind == family else 1 if kind == "*/*" else 0
+        if rank > best:
+            best, quality = rank, q
+    return quality
 
 
 STARTING_RELOAD_SECS = 2
@@ -363,15 +401,14 @@ def starting(req: RequestHead, code: str) -> bool:
 
 
 def is_navigation(req: RequestHead) -> bool:
-    """A browser opening the page (SPEC section 5): a GET with Sec-Fetch-Mode: navigate, or
-    one whose Accept names text/html."""
+    """A browser opening the page (SPEC section 5, to the letter): a GET with Sec-Fetch-Mode:
+    navigate, or one whose Accept names text/html."""
     if req.method != b"GET":
         return False
     mode = req.header(b"sec-fetch-mode")
-    if mode is not None:
-        return mode.strip().lower() == b"navigate"
-    accept = req.header(b"accept")
-    return accept is not None and b"text/html" in accept.lower()
+    if mode is not None and mode.strip().lower() == b"navigate":
+        return True
+    return names_html(req.header(b"accept"))
 
 
 def error_response(
