@@ -357,7 +357,9 @@ def prefers_html(accept: bytes | None) -> bool:
 
 def names_html(accept: bytes | None) -> bool:
     """``Accept`` names ``text/html`` itself (not through ``*/*`` or ``text/*``), acceptable."""
-    return bool(accept) and any(_media_type(value) == "text/html" and q > 0 for value, q in _accept(accept))
+    if not accept or b"text/html" not in accept.lower():
+        return False  # most requests (assets, XHR): no parse (a distinct head asks this once)
+    return any(_media_type(value) == "text/html" and q > 0 for value, q in _accept(accept))
 
 
 def _media_type(value: str) -> str:
