@@ -164,7 +164,7 @@ class ClientConnection(protocol.Protocol):
         if self.state != HEAD:
             return
         if self.buf:
-            self._fail(408, "head_timeout", "the request head did not arrive in time")
+            self._fail(408, "head_timeout", "the request head did not arrive in time", self.buf)
         else:
             self._close()
 
@@ -311,10 +311,10 @@ class ClientConnection(protocol.Protocol):
                 try:
                     check_partial_line_endings(buf)
                 except HeadError as exc:
-                    self._fail(exc.status, exc.code, exc.message)
+                    self._fail(exc.status, exc.code, exc.message, buf)
             return  # more to come
         if end < 0 or end + 4 > limit:
-            self._fail(431, "head_too_large", f"the request head exceeds {limit} bytes")
+            self._fail(431, "head_too_large", f"the request head exceeds {limit} bytes", buf[:limit])
             return
         head = buf[: end + 4]
         self.buf = buf[end + 4 :]
@@ -326,14 +326,18 @@ class ClientConnection(protocol.Protocol):
         try:
             req = parse_request_head(head, self.ctx.config.max_headers)
         except HeadError as exc:
-            self._fail(exc.status, exc.code, exc.message)
+            self._fail(exc.status, exc.code, exc.message, head)
             return
         self._handle(req)
 
-    def _fail(self, status: int, code: str, message: str) -> None:
-        """Answer a malformed request and close: nothing after it can be trusted."""
+    def _fail(self, status: int, code: str, message: str, raw: bytes) -> None:
+        """Answer a malformed request (``raw``: what there is of its head) and close: nothing
+        after it can be trusted."""
         ex = self.exchange = Exchange(self, None, self.ctx.reactor.seconds(), request_id(None))
-        ex.answer(forwarding.error_response(status, code, message, keep_alive=False), status, code, False)
+        data = forwarding.error_response(
+            status, code, message, keep_alive=False, origin=forwarding.raw_origin(raw)
+        )
+        ex.answer(data, status, code, False)
 
     # -------------------------------------------------------------------- routing
     def _handle(self, req: RequestHead) -> None:

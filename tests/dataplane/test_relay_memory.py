@@ -227,6 +227,45 @@ def test_malformed_head_is_400_and_closed():
     assert not h.reactor.tcpClients
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        # duplicate Content-Length: 400
+        lambda h: (
+            b"POST " + h.path() + b" HTTP/1.1\r\nHost: a\r\nOrigin: http://app.test\r\n"
+            b"Content-Length: 1\r\nContent-Length: 1\r\n\r\nx"
+        ),
+        # two Hosts: 400
+        lambda h: b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\nOrigin: http://app.test\r\n\r\n",
+        # too large: 431
+        lambda h: h.request(b"/", b"Origin: http://app.test", b"X-Pad: " + b"a" * 2000),
+    ],
+    ids=["duplicate-length", "two-hosts", "too-large"],
+)
+def test_a_malformed_head_with_an_origin_gets_it_back(make):
+    # SPEC 6: error answers the proxy makes to a request with Origin carry it, so that a
+    # browser's script can read them; a head that did not parse too
+    h = Harness(max_head_bytes=1024)
+    proto, tr = h.client()
+    proto.dataReceived(make(h))
+    out = tr.value()
+    assert status_of(out) in (400, 431) and tr.disconnecting
+    assert b"\r\nAccess-Control-Allow-Origin: http://app.test\r\nVary: Origin\r\n" in out
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [b"Origin: http://a.test\r\nOrigin: http://b.test", b"Origin: http://a.test\x00x", b"Origin: <script>"],
+    ids=["two", "nul", "not-an-origin"],
+)
+def test_a_malformed_head_never_echoes_an_origin_it_cannot_trust(origin):
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n" + origin + b"\r\n\r\n")
+    out = tr.value()
+    assert status_of(out) == 400 and b"Access-Control-Allow-Origin" not in out
+
+
 def test_connect_refused_is_503_with_retry_after():
     h = Harness()
     proto, tr = h.client()
