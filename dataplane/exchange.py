@@ -320,7 +320,7 @@ class Exchange:
         if self.paused_for_connect:
             self.paused_for_connect = False
             conn.reads.resumeProducing()
-        if self.remaining >= splice.MIN_BYTES and self.decoder is None:
+        if self.remaining >= splice.MIN_BYTES:  # a Content-Length body (chunked has none)
             self._splice_body(up)
 
     def _splice_body(self, up: UpstreamConnection) -> None:

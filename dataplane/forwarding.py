@@ -2,9 +2,9 @@
 
 Request heads going to a container: hop-by-hop headers (and those named in ``Connection``)
 removed, ``X-Linx-Token`` and ``linx_`` cookies removed, header names with ``_`` dropped (as
-nginx does: CGI-style servers read ``X_Forwarded_For`` as ``X-Forwarded-For``), client-sent
-``X-Forwarded-*`` (every one) and ``Forwarded`` replaced unless the peer is a trusted proxy, and framing
-rewritten canonically. Response heads going to a client: hop-by-hop removed, ``Set-Cookie`` for
+nginx does: CGI-style servers read ``X_Forwarded_For`` as ``X-Forwarded-For``), every
+client-sent ``X-Forwarded-*`` and ``Forwarded`` replaced unless the peer is a trusted proxy,
+and framing rewritten canonically. Response heads going to a client: hop-by-hop removed, ``Set-Cookie`` for
 a ``linx_`` name dropped (a container cannot set or overwrite the proxy's cookies).
 """
 
@@ -334,9 +334,7 @@ def _reason(status: int) -> bytes:
 
 
 # An Origin as browsers send it: "null", or scheme://host[:port] (IPv6 in brackets).
-_ORIGIN = re.compile(
-    rb"null|[a-z][a-z0-9+.\-]*://[A-Za-z0-9.\-]+(:[0-9]{1,5})?|[a-z][a-z0-9+.\-]*://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
-)
+_ORIGIN = re.compile(rb"null|[a-z][a-z0-9+.\-]*://([A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?")
 
 
 def raw_origin(raw: bytes) -> bytes | None:

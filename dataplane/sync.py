@@ -14,6 +14,7 @@ knows.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -109,10 +110,10 @@ class SyncThread:
                 )
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-        for closing in (conn, client):
-            if closing is None:
-                continue
-            try:
-                closing.disconnect() if closing is conn else closing.close()
-            except Exception:  # noqa: S110 - closing on shutdown, nothing to do
-                pass
+        # closing on shutdown: nothing to do about an error
+        with contextlib.suppress(Exception):
+            if conn is not None:
+                conn.disconnect()
+        with contextlib.suppress(Exception):
+            if client is not None:
+                client.close()

@@ -732,7 +732,8 @@ class Schema:
     ) -> tuple[list[Event], FeedCursor]:
         """``read_feed``, waiting up to ``block_ms`` for events when there are none yet, in one
         round trip where ``wait_feed`` and ``read_feed`` take two (measured on the sync
-        thread: 118-131 µs of CPU a call, against 250 µs for the two).
+        thread when it came: 118-131 µs of CPU a call, against 250 µs for the two; 151-182 µs
+        through a redis-py pipeline).
 
         One pipeline, run in order on one connection: XREAD BLOCK from the cursor, then the
         epoch and the cursor's own entry. Checked after the read, they prove it as the MULTI
@@ -786,11 +787,9 @@ class Schema:
 def _in_order(client, *commands: tuple, conn=None) -> list:
     """The replies to ``commands``, sent in one write on one connection (``conn``, else one
     from ``client``'s pool) and run in order: a pipeline without redis-py's per-call
-    machinery, which costs more CPU than the round trip itself (``follow_feed``'s three
-    commands: 69-78 µs of CPU a call sent this way; the whole ``follow_feed`` took 151-182 µs
-    through a redis-py pipeline). Replies come raw (no response callbacks). A Cluster client
-    takes its own pipeline, which follows slot moves (the commands share one slot: the
-    prefix's tag)."""
+    machinery, which costs more CPU than the round trip itself (figures in ``follow_feed``).
+    Replies come raw (no response callbacks). A Cluster client takes its own pipeline, which
+    follows slot moves (the commands share one slot: the prefix's tag)."""
     if conn is not None:
         return _exchange(conn, commands)
     pool = getattr(client, "connection_pool", None)
