@@ -86,6 +86,33 @@ class Rig:
 
     started = False
 
+    def clog(self, until, body: bytes | None = None) -> None:
+        """Small buffers on the client's side, then send ``body`` (else x's) and pump, as a
+        reactor would, until ``until()``: the client is not reading."""
+        self.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        self.container.setblocking(False)
+        sent = 0
+        for _ in range(200):
+            chunk = b"x" * (1 << 20) if body is None else body[sent : sent + (1 << 20)]
+            try:
+                sent += self.container.send(chunk)
+            except BlockingIOError:
+                pass
+            if not self.started:
+                self.started = True
+                self.splice.start()
+            else:
+                self.splice.pump()
+            if until():
+                return
+
+    def assert_handed_back(self) -> None:
+        """Twisted reads both transports again, and nothing of the splice is watched."""
+        watched = self.reactor.readers | self.reactor.writers
+        assert {self.src, self.dst} <= self.reactor.readers
+        assert not {self.splice.reader, self.splice.writer} & watched
+
     def close(self):
         self.splice.stop()
         for s in (self.container, self.client, self.src.socket, self.dst.socket):
@@ -117,8 +144,7 @@ def test_moves_exactly_the_count_and_leaves_what_follows_unread():
         assert hashlib.sha256(got).digest() == hashlib.sha256(body).digest()
         assert rig.done == [True] and rig.failed == [] and sum(rig.moved) == len(body)
         # handed back: Twisted reads both again, and the next response is still in the socket
-        assert {rig.src, rig.dst} <= rig.reactor.readers
-        assert not ({rig.splice.reader, rig.splice.writer} & (rig.reactor.readers | rig.reactor.writers))
+        rig.assert_handed_back()
         assert rig.src.socket.recv(100) == b"NEXT RESPONSE"
     finally:
         rig.close()
@@ -127,23 +153,7 @@ def test_moves_exactly_the_count_and_leaves_what_follows_unread():
 def test_a_client_that_does_not_read_stops_reads_from_the_container():
     rig = Rig(256 << 20)
     try:
-        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        rig.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        rig.container.setblocking(False)
-        block = b"x" * (1 << 20)
-        started = False
-        for _ in range(200):
-            try:
-                rig.container.send(block)
-            except BlockingIOError:
-                pass
-            if not started:
-                rig.splice.start()
-                started = True
-            else:
-                rig.splice.pump()
-            if rig.splice.writer in rig.reactor.writers:
-                break
+        rig.clog(lambda: rig.splice.writer in rig.reactor.writers)
         assert rig.splice.writer in rig.reactor.writers  # waiting for the client to drain
         assert rig.splice.reader not in rig.reactor.readers  # and not reading the container
         assert not rig.done and rig.failed == []
@@ -200,17 +210,7 @@ def test_stop_after_the_clients_socket_closed_leaves_the_reactor_clean():
     rig = Rig(64 << 20)
     try:
         rig.splice.reactor = reactor
-        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        rig.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        rig.container.setblocking(False)
-        for _ in range(200):
-            try:
-                rig.container.send(b"w" * (1 << 20))
-            except BlockingIOError:
-                pass
-            rig.splice.pump()
-            if rig.splice.writing:
-                break
+        rig.clog(lambda: rig.splice.writing)
         assert rig.splice.writing
         fd = rig.splice.writer.fd
         assert reactor._selectables.get(fd) is rig.splice.writer
@@ -241,8 +241,7 @@ def test_a_request_body_moves_exactly_while_the_container_is_watched_for_an_answ
         got += _recv_exactly(rig.client, len(body) - len(got))
         assert got == body and sum(rig.moved) == len(body)
         assert rig.done == [True] and rig.interrupted == [] and rig.failed == []
-        assert {rig.src, rig.dst} <= rig.reactor.readers
-        assert not ({rig.splice.reader, rig.splice.writer} & (rig.reactor.readers | rig.reactor.writers))
+        rig.assert_handed_back()
         assert rig.src.socket.recv(100) == b"NEXT REQUEST"
     finally:
         rig.close()
@@ -253,23 +252,7 @@ def test_the_container_answering_mid_body_hands_everything_back_in_order():
     body = _pattern(count)
     rig = Rig(count, interrupt=True)
     try:
-        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        rig.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        rig.container.setblocking(False)
-        sent = 0
-        started = False
-        for _ in range(200):
-            try:
-                sent += rig.container.send(body[sent : sent + (1 << 20)])
-            except BlockingIOError:
-                pass
-            if not started:
-                rig.splice.start()
-                started = True
-            else:
-                rig.splice.pump()
-            if rig.splice.writing and rig.splice.in_pipe:
-                break
+        rig.clog(lambda: rig.splice.writing and rig.splice.in_pipe, body)
         assert rig.splice.writing and rig.splice.in_pipe  # the container is not reading: bytes wait
         rig.client.sendall(b"HTTP/1.1 413 Payload Too Large\r\n\r\n")
         rig.splice.writer.doRead()  # what the reactor does when the container's socket is readable
@@ -280,8 +263,7 @@ def test_the_container_answering_mid_body_hands_everything_back_in_order():
         assert moved + len(held) + left == count  # nothing lost, nothing counted twice
         assert _recv_exactly(rig.client, moved) == body[:moved]
         # Twisted reads both sides again; the answer waits for it, unread
-        assert {rig.src, rig.dst} <= rig.reactor.readers
-        assert not ({rig.splice.reader, rig.splice.writer} & (rig.reactor.readers | rig.reactor.writers))
+        rig.assert_handed_back()
         assert rig.dst.socket.recv(100).startswith(b"HTTP/1.1 413")
     finally:
         rig.close()
@@ -310,18 +292,7 @@ def test_stop_after_the_containers_socket_closed_mid_upload_leaves_the_reactor_c
     rig = Rig(64 << 20, interrupt=True)
     try:
         rig.splice.reactor = reactor
-        rig.client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-        rig.dst.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        rig.container.setblocking(False)
-        rig.splice.start()
-        for _ in range(200):
-            try:
-                rig.container.send(b"w" * (1 << 20))
-            except BlockingIOError:
-                pass
-            rig.splice.pump()
-            if rig.splice.writing:
-                break
+        rig.clog(lambda: rig.splice.writing)
         fd = rig.splice.writer.fd
         assert rig.splice.writing and fd in reactor._reads and fd in reactor._writes
         rig.dst.socket.close()
