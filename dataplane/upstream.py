@@ -275,7 +275,8 @@ class UpstreamConnection(protocol.Protocol):
 
     def release(self, reusable: bool) -> None:
         """The exchange is over: back to the pool, or closed."""
-        self._stop_splice()  # cut short (an error answer, a revocation): the bytes stop here
+        if self.splice is not None:  # cut short (an error answer, a revocation): it stops here
+            self._stop_splice()
         self._cancel()
         self.client = None
         self.resp = None
