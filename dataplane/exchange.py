@@ -191,6 +191,26 @@ class Exchange:
             conn.unregister_producer()
         return self.transport
 
+    def tunnel_target(self):
+        """The client's transport when the tunnel just opened may bypass the transports
+        (``dataplane.tunnel``: plain TCP, nothing queued or paused either way), else None.
+        The tunnel paces itself, so the producers registered at its start go."""
+        conn = self.conn
+        up = self.upstream
+        if (
+            conn.sock is None
+            or conn.state != TUNNEL
+            or conn.exchange is not self
+            or up is None
+            or conn.reads.paused
+            or up.reads.paused
+            or queued(self.transport)
+            or queued(up.transport)
+        ):
+            return None
+        self._unpace(up)
+        return self.transport
+
     def spliced(self, count: int) -> None:
         self.resp_bytes += count
 

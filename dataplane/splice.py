@@ -52,6 +52,28 @@ def can_splice(src, dst) -> bool:
     )
 
 
+def unwatch(reactor, end, reading: bool, writing: bool) -> None:
+    """Stop the reactor watching ``end`` (a splice's or a tunnel's descriptor)."""
+    try:
+        if writing:
+            reactor.removeWriter(end)
+        if reading:
+            reactor.removeReader(end)
+    except OSError:
+        # Its socket is closed already: a connection aborted while the splice ran, torn
+        # down before its protocol could stop us. The kernel has dropped the descriptor
+        # from epoll; drop the reactor's record too (of both directions we watched), or a
+        # new socket given the same number would never be watched (Twisted's epoll
+        # reactor: _reads, _writes, _selectables).
+        fd = end.fd
+        if writing:
+            reactor._writes.discard(fd)
+        if reading:
+            reactor._reads.discard(fd)
+        if reactor._selectables.get(fd) is end:
+            del reactor._selectables[fd]
+
+
 class _End:
     """One descriptor as the reactor sees it: the source is watched for reads (more to move),
     the sink for writes (room again) and, for a request body, for reads (the container
@@ -187,33 +209,12 @@ class Splice:
             return
         self.active = False
         if self.reading:
-            self._unwatch(self.reader, reading=True, writing=False)
+            unwatch(self.reactor, self.reader, reading=True, writing=False)
         if self.writing or self.watching:
-            self._unwatch(self.writer, reading=self.watching, writing=self.writing)
+            unwatch(self.reactor, self.writer, reading=self.watching, writing=self.writing)
         self.reading = self.writing = self.watching = False
         os.close(self.pipe_r)
         os.close(self.pipe_w)
-
-    def _unwatch(self, end: _End, reading: bool, writing: bool) -> None:
-        reactor = self.reactor
-        try:
-            if writing:
-                reactor.removeWriter(end)
-            if reading:
-                reactor.removeReader(end)
-        except OSError:
-            # Its socket is closed already: a connection aborted while the splice ran, torn
-            # down before its protocol could stop us. The kernel has dropped the descriptor
-            # from epoll; drop the reactor's record too (of both directions we watched), or a
-            # new socket given the same number would never be watched (Twisted's epoll
-            # reactor: _reads, _writes, _selectables).
-            fd = end.fd
-            if writing:
-                reactor._writes.discard(fd)
-            if reading:
-                reactor._reads.discard(fd)
-            if reactor._selectables.get(fd) is end:
-                del reactor._selectables[fd]
 
     def _finish(self) -> None:
         self.stop()

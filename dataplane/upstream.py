@@ -17,7 +17,7 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from dataplane import forwarding, splice
+from dataplane import forwarding, splice, tunnel
 from dataplane.deadline import Deadline
 from dataplane.fastio import BUFFER_SIZE, READ_SIZE, direct_socket, send
 from dataplane.http_head import (
@@ -51,6 +51,7 @@ class UpstreamClient(Protocol):
     def response_body(self, pieces: list[bytes]) -> None: ...
     def response_done(self, upstream_reusable: bool) -> None: ...
     def splice_target(self) -> object | None: ...
+    def tunnel_target(self) -> object | None: ...
     def spliced(self, count: int) -> None: ...
 
 
@@ -164,6 +165,19 @@ class UpstreamConnection(protocol.Protocol):
             client.uncork()
         if self.remaining >= splice.MIN_BYTES and self.resp is not None and self.framing == Framing.LENGTH:
             self._try_splice()
+        elif self.tunnel and self.splice is None:
+            self._try_tunnel()  # just opened: later tunnel reads return early, above
+
+    def _try_tunnel(self) -> None:
+        client = self.client
+        dst = client.tunnel_target() if client is not None else None
+        if dst is None or not tunnel.can_tunnel(self.transport, dst):
+            return
+        self.splice = tunnel.Tunnel(self.pool.reactor, dst, self.transport, self._tunnel_interrupted)
+        self.splice.start()
+
+    def _tunnel_interrupted(self) -> None:
+        self.splice = None  # a side is closing: the relay ends the tunnel as it would have
 
     def _try_splice(self) -> None:
         client = self.client
