@@ -48,6 +48,10 @@ class _Side:
 
     def doRead(self):
         tunnel, peer = self.tunnel, self.peer
+        if peer.pending:
+            # An event of this turn polled before the pause (this side stays watched for
+            # writes): read on once the peer has taken what waits, or bytes would overtake it.
+            return
         try:
             data = self.sock.recv(self.size)
         except BlockingIOError:

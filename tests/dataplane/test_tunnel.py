@@ -68,6 +68,9 @@ def test_a_peer_that_does_not_read_stops_reads_from_the_other_side():
                 break
         assert rig.side_b.pending  # the container is not reading: bytes wait for it
         assert rig.side_b in rig.reactor.writers and rig.side_a not in rig.reactor.readers
+        waiting = rig.side_b.pending
+        rig.side_a.doRead()  # an event polled before the pause: nothing overtakes what waits
+        assert rig.side_b.pending == waiting
         got = 0
         rig.container.settimeout(5)
         while rig.side_b.pending:  # the container reads: what waited goes, then reads resume
@@ -82,14 +85,15 @@ def test_a_peer_that_does_not_read_stops_reads_from_the_other_side():
 def test_a_close_hands_both_transports_back_with_what_waited():
     rig = Rig()
     try:
-        rig.side_b.pending = b"waiting for the container"  # as back-pressure leaves it
-        rig.tunnel.watch(rig.side_b, write=True)
+        rig.side_a.pending = b"waiting for the client"  # as back-pressure leaves it
+        rig.tunnel.watch(rig.side_a, write=True)
+        rig.tunnel.watch(rig.side_b, read=False)
         rig.client.close()
         rig.side_a.doRead()  # reads the close
         assert rig.interrupted == [True]
         assert {rig.a, rig.b} <= rig.reactor.readers  # Twisted reads the close and reports it
         assert not {rig.side_a, rig.side_b} & (rig.reactor.readers | rig.reactor.writers)
-        assert rig.b.dataBuffer or rig.b._tempDataBuffer  # what waited went to the transport
+        assert rig.a.dataBuffer or rig.a._tempDataBuffer  # what waited went to the transport
         rig.tunnel.interrupt()
         assert rig.interrupted == [True]  # once
     finally:
