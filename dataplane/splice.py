@@ -37,19 +37,16 @@ _FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 AVAILABLE = hasattr(os, "splice")
 
 
+def takeable(transport) -> bool:
+    """A TCP transport, connected and not closing: its socket may be driven directly."""
+    return (
+        getattr(transport, "socket", None) is not None and transport.connected and not transport.disconnecting
+    )
+
+
 def can_splice(src, dst) -> bool:
     """Both are TCP transports that may be taken over now."""
-    return (
-        AVAILABLE
-        and getattr(src, "socket", None) is not None
-        and getattr(dst, "socket", None) is not None
-        and src.connected
-        and dst.connected
-        and not src.disconnecting
-        and not dst.disconnecting
-        and not queued(dst)
-        and dst.producer is None
-    )
+    return AVAILABLE and takeable(src) and takeable(dst) and not queued(dst) and dst.producer is None
 
 
 def unwatch(reactor, end, reading: bool, writing: bool) -> None:

@@ -17,15 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dataplane.fastio import BUFFER_SIZE, READ_SIZE, queued
-from dataplane.splice import unwatch
+from dataplane.splice import takeable, unwatch
 
 
 def can_tunnel(a, b) -> bool:
-    """Both are TCP transports that may be taken over now (connected, nothing queued)."""
-    for t in (a, b):
-        if getattr(t, "socket", None) is None or not t.connected or t.disconnecting or queued(t):
-            return False
-    return a.producer is None and b.producer is None
+    """Both are TCP transports that may be taken over now, nothing queued or paced either way."""
+    return all(takeable(t) and not queued(t) and t.producer is None for t in (a, b))
 
 
 class _Side:
