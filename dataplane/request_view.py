@@ -130,9 +130,9 @@ def make_view(req: RequestHead, host_suffix: bytes | None) -> RequestView:
     v.same_origin = True
     v.unsafe_cross_origin = False
     if websocket:
-        v.same_origin = origin is not None and _origin_host(origin) == req.host.lower()
+        v.same_origin = origin is not None and same_authority(origin, req.host)
     elif origin is not None and req.method not in _SAFE_METHODS:
-        v.unsafe_cross_origin = _origin_host(origin) != req.host.lower()
+        v.unsafe_cross_origin = not same_authority(origin, req.host)
     # A carrier that is absent costs no call: most requests have no query, no cookie and
     # (public services, or a cookie already set) no token header.
     v.query_tokens, v.kept_query = access.split_query(query) if query else (_NONE, b"")
@@ -160,6 +160,17 @@ def _hostname(host: bytes) -> bytes:
     return host.partition(b":")[0]
 
 
-def _origin_host(origin: bytes) -> bytes:
-    rest = origin.partition(b"://")[2]
-    return rest.rstrip(b"/").lower()
+_DEFAULT_PORTS = {b"http": b":80", b"ws": b":80", b"https": b":443", b"wss": b":443"}
+
+
+def same_authority(origin: bytes, host: bytes) -> bool:
+    """Whether ``Origin`` names the host and port of ``Host``. A port is compared as the
+    browser means it: the origin's scheme's default port written out (``Host: h:443`` beside
+    ``Origin: https://h``, a client that always writes the port) is the same authority."""
+    scheme, _, rest = origin.lower().partition(b"://")
+    rest, host = rest.rstrip(b"/"), host.lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default is not None:
+        rest = rest.removesuffix(default)
+        host = host.removesuffix(default)
+    return rest == host

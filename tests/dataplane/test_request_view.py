@@ -131,3 +131,25 @@ def test_navigation_keep_alive_and_request_id():
     v = view(head("/linx/lnx_abc/", "h", "Sec-Fetch-Mode: navigate", "X-Request-Id: r-1"))
     assert v.navigation and v.keep and v.request_id == b"r-1"
     assert not view(head("/linx/lnx_abc/", "h", "Connection: close")).keep
+
+
+@pytest.mark.parametrize(
+    ("origin", "host", "same"),
+    [
+        (b"http://h", b"h", True),
+        (b"http://h:80", b"h", True),
+        (b"http://h", b"h:80", True),
+        (b"https://h", b"h:443", True),
+        (b"wss://H:443/", b"h", True),
+        (b"http://[::1]:80", b"[::1]", True),
+        (b"http://h:8080", b"h:8080", True),
+        (b"http://h", b"h:8080", False),
+        (b"http://h:8080", b"h", False),
+        (b"https://h", b"h:80", False),  # the other scheme's default port is another origin
+        (b"http://h:443", b"h", False),
+        (b"http://other", b"h", False),
+        (b"null", b"h", False),
+    ],
+)
+def test_same_authority_reads_default_ports(origin, host, same):
+    assert request_view.same_authority(origin, host) is same
