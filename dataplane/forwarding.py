@@ -162,8 +162,9 @@ class PrefixRewrite:
     (nginx's ``proxy_redirect`` and ``proxy_cookie_path``, SPEC section 7).
 
     - ``Location`` / ``Content-Location``: an absolute path, or an absolute URL naming the
-      container's own address, is moved under the prefix; relative references and other
-      sites are left alone (the browser resolves the former under the prefix already).
+      container's own address (with the target's port, or with none), is moved under the
+      prefix; relative references and other sites are left alone (the browser resolves the
+      former under the prefix already).
     - ``Set-Cookie``: a ``Path`` that is absent, ``/`` or outside the prefix is moved under it
       (absent: the default path the app meant, RFC 6265 5.1.4, of the path it saw), so one
       service's cookies never reach another service's container; ``Domain`` is removed.
@@ -185,9 +186,9 @@ class PrefixRewrite:
             return ()
         host, port = self.target
         name = (f"[{host}]" if ":" in host else host).lower().encode()
-        port_text = str(port).encode()
-        forms = (name + b":" + port_text,)
-        return (*forms, name) if port in (80, 443) else forms
+        # Without a port the URL still names the container's address: an app that builds its
+        # own URLs from the address alone (a server name without the port it listens on)
+        return (name + b":" + str(port).encode(), name)
 
     def location(self, value: bytes) -> bytes:
         v = value.strip()

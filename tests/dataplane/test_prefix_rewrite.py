@@ -31,6 +31,8 @@ def rw(request_path: bytes = b"/a/b", target=("10.1.2.3", 8888)) -> PrefixRewrit
         (b"HTTP://10.1.2.3:8888", P + b"/"),
         (b"http://10.1.2.3:8888?x", P + b"/?x"),
         (b"http://10.1.2.3:9999/lab", b"http://10.1.2.3:9999/lab"),  # another port
+        (b"http://10.1.2.3/lab", P + b"/lab"),  # the address alone still names the container
+        (b"https://10.1.2.3?x", P + b"/?x"),
     ],
 )
 def test_location(value, expected):
