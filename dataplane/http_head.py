@@ -3,11 +3,12 @@
 Heads are parsed by llhttp (``httptools``), chosen over Twisted's parser by measurement (by an
 earlier harness; its corpus is ``tests/dataplane/parser_corpus.py``), plus a validation layer of
 ours for what llhttp lets through or what a proxy must refuse although a server may accept it:
-bare LF or CR, obs-fold, a request line without a version, absolute-form and asterisk targets, a
+bare LF or CR, obs-fold, a request line without a version, asterisk and authority-form targets, a
 missing or repeated ``Host``, repeated ``Content-Length`` (even equal), ``Content-Length`` with
 ``Transfer-Encoding``, any transfer coding but a lone ``chunked``. A proxy that agrees with
 every upstream about where a message ends is one that accepts only messages with a single
-reading.
+reading. An absolute-form target, which a server must accept, is read as its origin-form with
+its authority as ``Host``.
 
 Bodies are framed by our own small state machines (``ChunkedDecoder``), so the proxy always
 knows exactly where a message ends and re-frames it canonically for the next hop.
@@ -191,8 +192,11 @@ def _parse_request_head(head: bytes, max_headers: int) -> RequestHead:
         raise HeadError(400, "unsupported_version", "only HTTP/1.0 and HTTP/1.1 are supported")
     if not method or not _TCHAR.issuperset(method):
         raise HeadError(400, "bad_method", "the method is not a token")
-    if not target.startswith(b"/") or b"#" in target:
-        raise HeadError(400, "bad_request_target", "only origin-form request targets are accepted")
+    authority = None
+    if not target.startswith(b"/"):
+        target, authority = _absolute_form(target)
+    if b"#" in target:
+        raise HeadError(400, "bad_request_target", "a request target carries no fragment")
     if head.count(CRLF) - 2 > max_headers:
         raise HeadError(431, "too_many_headers", f"more than {max_headers} header fields")
 
@@ -223,6 +227,12 @@ def _parse_request_head(head: bytes, max_headers: int) -> RequestHead:
     req.host = hosts[0]
     if not req.host or not _valid_host(req.host):
         raise HeadError(400, "bad_host", "the Host header is not a valid host[:port]")
+    if authority is not None and authority != req.host:
+        # RFC 9112 3.2.2 and 7.2: the target's authority replaces Host, for routing and for
+        # the Host the container receives
+        req.host = authority
+        fields[b"host"] = [authority]
+        req.headers = [(n, authority) if n.lower() == b"host" else (n, v) for n, v in req.headers]
     if codings:
         if lengths:
             raise HeadError(400, "ambiguous_framing", "both Content-Length and Transfer-Encoding")
@@ -246,6 +256,25 @@ def _parse_request_head(head: bytes, max_headers: int) -> RequestHead:
     if b"upgrade" in connection and upgrade_value and upgrade_value[-1].strip():
         req.upgrade = upgrade_value[-1].strip().lower()
     return req
+
+
+def _absolute_form(target: bytes) -> tuple[bytes, bytes]:
+    """An absolute-form target (``http://host[:port]/path?query``, RFC 9112 3.2.2, which a
+    server must accept) as its origin-form and its authority; any other form is refused."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        raise HeadError(
+            400, "bad_request_target", "only origin-form and absolute-form request targets are accepted"
+        )
+    end = len(rest)
+    for stop in (b"/", b"?"):
+        i = rest.find(stop)
+        if 0 <= i < end:
+            end = i
+    authority, path = rest[:end], rest[end:]
+    if not authority or not _valid_host(authority):
+        raise HeadError(400, "bad_request_target", "the target's authority is not a valid host[:port]")
+    return (path if path.startswith(b"/") else b"/" + path), authority
 
 
 def _tokens(values) -> frozenset[bytes]:

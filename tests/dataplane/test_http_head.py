@@ -80,7 +80,10 @@ REJECT = {
     "ctl_in_value": head(b"GET / HTTP/1.1", b"Host: a", b"X-A: a\x01b"),
     "space_before_colon": head(b"GET / HTTP/1.1", b"Host: a", b"X-A : 1"),
     "empty_name": head(b"GET / HTTP/1.1", b"Host: a", b": 1"),
-    "absolute_form": head(b"GET http://evil/ HTTP/1.1", b"Host: a"),
+    "absolute_form_other_scheme": head(b"GET ftp://a/ HTTP/1.1", b"Host: a"),
+    "absolute_form_userinfo": head(b"GET http://u@a/ HTTP/1.1", b"Host: a"),
+    "absolute_form_no_authority": head(b"GET http:///x HTTP/1.1", b"Host: a"),
+    "absolute_form_fragment": head(b"GET http://a/x#f HTTP/1.1", b"Host: a"),
     "asterisk": head(b"OPTIONS * HTTP/1.1", b"Host: a"),
     "connect": head(b"CONNECT evil:443 HTTP/1.1", b"Host: evil:443"),
     "missing_host": head(b"GET / HTTP/1.1", b"X-A: 1"),
@@ -97,6 +100,22 @@ REJECT = {
     "http09": head(b"GET / HTTP/0.9", b"Host: a"),
     "asterisk_get": head(b"GET * HTTP/1.1", b"Host: a"),
 }
+
+
+@pytest.mark.parametrize(
+    "target,path,host",
+    [
+        (b"http://svc.example/linx/lnx_a/x?q=1", b"/linx/lnx_a/x?q=1", b"svc.example"),
+        (b"HTTPS://Svc.Example:8443", b"/", b"Svc.Example:8443"),
+        (b"http://[::1]:80?q", b"/?q", b"[::1]:80"),
+        (b"http://a/", b"/", b"a"),
+    ],
+)
+def test_absolute_form_is_read_as_origin_form_with_its_authority(target, path, host):
+    # RFC 9112 3.2.2: a server MUST accept it; the authority replaces Host (7.2)
+    req = parse_request_head(head(b"GET " + target + b" HTTP/1.1", b"Host: a", b"X-A: 1"), 100)
+    assert (req.target, req.host, req.header(b"host")) == (path, host, host)
+    assert req.headers == [(b"Host", host), (b"X-A", b"1")]
 
 
 @pytest.mark.parametrize("name", sorted(REJECT))

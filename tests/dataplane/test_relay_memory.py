@@ -101,6 +101,23 @@ def test_relays_to_the_container_address_and_port():
     assert b"Set-Cookie: linx_" + h.svc.service_id.encode() in out  # token came in the query
 
 
+def test_an_absolute_form_target_is_relayed_as_origin_form_with_its_host():
+    # RFC 9112 3.2.2: a server MUST accept it; its authority replaces Host (7.2)
+    h = Harness()
+    proto, tr = h.client()
+    proto.dataReceived(
+        b"GET http://public.test:8080" + h.path(b"/a?x=1") + b" HTTP/1.1\r\nHost: other.test\r\n"
+        b"X-Linx-Token: " + h.svc.token.encode() + b"\r\n\r\n"
+    )
+    up, utr = h.upstream()
+    sent = utr.value()
+    assert sent.startswith(b"GET /a?x=1 HTTP/1.1\r\n")
+    assert b"\r\nHost: public.test:8080\r\n" in sent and b"other.test" not in sent
+    assert b"\r\nX-Forwarded-Host: public.test:8080\r\n" in sent
+    up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi")
+    assert status_of(tr.value()) == 200
+
+
 def test_keep_alive_reuses_the_upstream_connection():
     h = Harness()
     proto, tr = h.client()

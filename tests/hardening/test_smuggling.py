@@ -327,9 +327,9 @@ def cases() -> list[Case]:
     # --- request targets, methods and versions -----------------------------------------------
     for i, line in enumerate(
         [
-            b"GET http://h.test{P} HTTP/1.1",
-            b"GET https://h.test{P} HTTP/1.1",
-            b"GET HTTP://h.test{P} HTTP/1.1",
+            b"GET ftp://h.test{P} HTTP/1.1",
+            b"GET http://user@h.test{P} HTTP/1.1",
+            b"GET http:///{P} HTTP/1.1",
             b"OPTIONS * HTTP/1.1",
             b"GET * HTTP/1.1",
             b"CONNECT h.test:443 HTTP/1.1",
@@ -361,6 +361,15 @@ def cases() -> list[Case]:
         ]
     ):
         c.append(reject(f"target-bad-{i}", head(line)))
+    # absolute-form (RFC 9112 3.2.2: a server MUST accept it): its authority is the Host
+    for i, line in enumerate(
+        [
+            b"GET http://a.test{P} HTTP/1.1",
+            b"GET https://a.test{P} HTTP/1.1",
+            b"GET HTTP://a.test{P} HTTP/1.1",
+        ]
+    ):
+        c.append(accept(f"target-absolute-{i}", head(line), Fwd(has=((b"host", b"a.test"),))))
     c.append(
         accept(
             "target-encoded-hash",
