@@ -453,8 +453,10 @@ class ClientConnection(protocol.Protocol):
         ends = [t for t in (route.expires_at, key.expires_at if key else None) if t is not None]
         if ends:
             end = min(ends)
-            max_age = int(end - now)
-            valid = (end - max_age - 1, end - max_age)  # where int(end - now) == max_age
+            whole = int(end - now)
+            valid = (end - whole - 1, end - whole)  # where int(end - now) == whole
+            # Under a second left: Max-Age=0 would have the browser drop the cookie at once
+            max_age = whole or 1
         else:
             max_age = None
             valid = (float("-inf"), float("inf"))

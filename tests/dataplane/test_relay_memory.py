@@ -161,6 +161,21 @@ def test_token_cookie_follows_the_clock_and_the_record_on_one_connection():
     assert len(h.reactor.tcpClients) == 1 and not tr.disconnecting
 
 
+def test_token_cookie_with_under_a_second_left_is_not_deleted_at_once():
+    h = Harness()
+    svc = h.svc = h.svc.with_changes(expires_at=int(h.reactor.seconds()) + 100)
+    h.load(svc, h.ctr)
+    h.reactor.advance(99.6)
+    h.ctx.mark_exchange()  # the sync is fresh
+    proto, tr = h.client()
+    proto.dataReceived(h.request(b"/?linx_token=" + svc.token.encode(), token=False))
+    h.upstream()[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+    head = tr.value().split(b"\r\n\r\n", 1)[0]
+    assert status_of(head) == 200
+    # Max-Age=0 would have the browser drop the cookie while the token is still good
+    assert head.split(b"Max-Age=")[1].split(b"\r\n")[0] == b"1"
+
+
 def test_pipelined_requests_are_answered_in_order():
     h = Harness()
     proto, tr = h.client()
