@@ -527,6 +527,13 @@ def redirect_response(
     return b"".join(out)
 
 
+def forwarded_https(req: RequestHead) -> bool:
+    """The client's own connection was TLS, as the first ``X-Forwarded-Proto`` (a front
+    proxy's, read only when that proxy is trusted) says."""
+    value = req.header(b"x-forwarded-proto")
+    return value is not None and value.partition(b",")[0].strip().lower() == b"https"
+
+
 def token_cookie(name: bytes, token: str, *, path: bytes, secure: bool, max_age: int | None) -> bytes:
     """The ``Set-Cookie`` header line carrying a service's token to the browser."""
     parts = [b"Set-Cookie: ", name, b"=", token.encode(), b"; Path=", path, b"; HttpOnly; SameSite=Lax"]

@@ -405,7 +405,9 @@ class ClientConnection(protocol.Protocol):
         if route.link_of_kid and ctx.links is not None:
             ctx.links.used(route, decision.kid, now)
         if decision.source == "query":
-            cookie = self._token_cookie(route, decision, now)
+            # Secure over TLS: this listener's, or a trusted front proxy's that terminated it
+            secure = self.scheme == b"https" or (self.trusted and forwarding.forwarded_https(req))
+            cookie = self._token_cookie(route, decision, now, secure)
             if v.navigation:
                 keep = v.keep
                 ex.answer(
@@ -442,12 +444,18 @@ class ClientConnection(protocol.Protocol):
         _, cookies = access.cookie_token(req.values(b"cookie"), CONSOLE_COOKIE)
         ex.relay(self.ctx.api_route, req.target, cookies, None, False)
 
-    def _token_cookie(self, route: Route, decision: access.Grant, now: float) -> bytes:
+    def _token_cookie(self, route: Route, decision: access.Grant, now: float, secure: bool) -> bytes:
         # A client sending its token in every query (an API client, a script) gets the same
         # line again within the same second of Max-Age: made once per connection, route
         # (immutable: a change is a new Route) and token, while Max-Age reads the same.
         memo = self.cookie_memo
-        if memo is not None and memo[0] is route and memo[1] == decision.token and memo[2] < now <= memo[3]:
+        if (
+            memo is not None
+            and memo[0] is route
+            and memo[1] == decision.token
+            and memo[2] < now <= memo[3]
+            and memo[5] is secure
+        ):
             return memo[4]
         key = route.get(decision.kid)
         ends = [t for t in (route.expires_at, key.expires_at if key else None) if t is not None]
@@ -465,10 +473,10 @@ class ClientConnection(protocol.Protocol):
             route.cookie_name,
             decision.token,
             path=path,
-            secure=self.scheme == b"https",
+            secure=secure,
             max_age=max_age,
         )
-        self.cookie_memo = (route, decision.token, valid[0], valid[1], line)
+        self.cookie_memo = (route, decision.token, valid[0], valid[1], line, secure)
         return line
 
     def _deny(self, ex: Exchange, denial: access.Denial, req: RequestHead) -> None:

@@ -6,6 +6,7 @@ Timeouts are driven with the clock; where the proxy dials is read off the memory
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 
 import pytest
@@ -174,6 +175,26 @@ def test_token_cookie_with_under_a_second_left_is_not_deleted_at_once():
     assert status_of(head) == 200
     # Max-Age=0 would have the browser drop the cookie while the token is still good
     assert head.split(b"Max-Age=")[1].split(b"\r\n")[0] == b"1"
+
+
+@pytest.mark.parametrize(
+    ("trusted", "proto", "secure"),
+    [
+        (True, b"https", True),
+        (True, b"HTTPS, http", True),
+        (True, b"http", False),
+        (False, b"https", False),  # anyone can say https: only a trusted front proxy counts
+    ],
+)
+def test_token_cookie_is_secure_behind_a_trusted_front_proxy_that_terminated_tls(trusted, proto, secure):
+    h = Harness(trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),) if trusted else ())
+    proto_, tr = h.client()
+    proto_.dataReceived(
+        h.request(b"/?linx_token=" + h.svc.token.encode(), b"X-Forwarded-Proto: " + proto, token=False)
+    )
+    h.upstream()[0].dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+    cookie = [line for line in tr.value().split(b"\r\n") if line.startswith(b"Set-Cookie: linx_")]
+    assert len(cookie) == 1 and (b"; Secure" in cookie[0]) is secure
 
 
 def test_pipelined_requests_are_answered_in_order():
