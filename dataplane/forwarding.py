@@ -161,10 +161,10 @@ class PrefixRewrite:
     """Path routing with the prefix stripped: what keeps the browser under ``/linx/<id>/``
     (nginx's ``proxy_redirect`` and ``proxy_cookie_path``, SPEC section 7).
 
-    - ``Location`` / ``Content-Location``: an absolute path, or an absolute URL naming the
-      container's own address (with the target's port, or with none), is moved under the
-      prefix; relative references and other sites are left alone (the browser resolves the
-      former under the prefix already).
+    - ``Location`` / ``Content-Location``: an absolute path, or an absolute or scheme-relative
+      URL naming the container's own address (with the target's port, or with none), is moved
+      under the prefix; relative references and other sites are left alone (the browser
+      resolves the former under the prefix already).
     - ``Set-Cookie``: a ``Path`` that is absent, ``/`` or outside the prefix is moved under it
       (absent: the default path the app meant, RFC 6265 5.1.4, of the path it saw), so one
       service's cookies never reach another service's container; ``Domain`` is removed.
@@ -192,26 +192,29 @@ class PrefixRewrite:
 
     def location(self, value: bytes) -> bytes:
         v = value.strip()
-        if v.startswith(b"/"):
-            if v.startswith(b"//"):
-                return value  # scheme-relative: another host
+        if v.startswith(b"//"):
+            rest = v[2:]  # scheme-relative: a host of its own, maybe the container's
+        elif v.startswith(b"/"):
             return v if self._under(v) else self.prefix + v
-        low = v[:8].lower()
-        for scheme in (b"http://", b"https://"):
-            if low.startswith(scheme):
-                rest = v[len(scheme) :]
-                end = len(rest)
-                for sep in (b"/", b"?", b"#"):
-                    i = rest.find(sep)
-                    if 0 <= i < end:
-                        end = i
-                if rest[:end].lower() not in self._authorities():
-                    return value
-                path = rest[end:]
-                if not path.startswith(b"/"):
-                    path = b"/" + path
-                return path if self._under(path) else self.prefix + path
-        return value
+        else:
+            low = v[:8].lower()
+            if low.startswith(b"http://"):
+                rest = v[7:]
+            elif low.startswith(b"https://"):
+                rest = v[8:]
+            else:
+                return value
+        end = len(rest)
+        for sep in (b"/", b"?", b"#"):
+            i = rest.find(sep)
+            if 0 <= i < end:
+                end = i
+        if rest[:end].lower() not in self._authorities():
+            return value
+        path = rest[end:]
+        if not path.startswith(b"/"):
+            path = b"/" + path
+        return path if self._under(path) else self.prefix + path
 
     def set_cookie(self, value: bytes) -> bytes:
         parts = value.split(b";")

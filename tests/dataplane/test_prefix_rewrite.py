@@ -26,6 +26,9 @@ def rw(request_path: bytes = b"/a/b", target=("10.1.2.3", 8888)) -> PrefixRewrit
         (b"lab?", b"lab?"),  # relative: the browser resolves it under the prefix already
         (b"../up", b"../up"),
         (b"//cdn.example/x.js", b"//cdn.example/x.js"),
+        (b"//10.1.2.3:8888/x", P + b"/x"),  # scheme-relative, naming the container
+        (b"//10.1.2.3:9999/x", b"//10.1.2.3:9999/x"),
+        (b"ftp://10.1.2.3:8888/x", b"ftp://10.1.2.3:8888/x"),
         (b"https://example.org/login", b"https://example.org/login"),
         (b"http://10.1.2.3:8888/lab?x=1", P + b"/lab?x=1"),  # the container's own address
         (b"HTTP://10.1.2.3:8888", P + b"/"),
