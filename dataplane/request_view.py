@@ -138,7 +138,8 @@ def make_view(req: RequestHead, host_suffix: bytes | None) -> RequestView:
     v.query_tokens, v.kept_query = access.split_query(query) if query else (_NONE, b"")
     # What the container is asked for, its query without linx_token, as the app sees the path
     # (``path``: host routing, or an app serving under /linx/<id>/) or stripped of the prefix
-    rest = b"?" + v.kept_query if v.kept_query else b""
+    # (an empty query, "?" alone, goes on as it came: the bytes of the query are the app's)
+    rest = b"?" + v.kept_query if v.kept_query or (qpos >= 0 and not query) else b""
     v.path_target = path + rest
     v.stripped_target = v.stripped + rest if v.stripped is not None else None
     header_values = req.values(access.TOKEN_HEADER)

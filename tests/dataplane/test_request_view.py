@@ -47,6 +47,21 @@ def test_the_trailing_slash_redirect_keeps_the_query():
     assert view(head("/linx/lnx_abc")).location == b"/linx/lnx_abc/"
 
 
+@pytest.mark.parametrize(
+    ("target", "stripped_target"),
+    [
+        ("/linx/lnx_abc/x?a=1&linx_token=t&b", b"/x?a=1&b"),
+        ("/linx/lnx_abc/x?linx_token=t", b"/x"),  # the token was the whole query
+        ("/linx/lnx_abc/x?", b"/x?"),  # an empty query goes on as it came
+        ("/linx/lnx_abc/x", b"/x"),
+    ],
+)
+def test_what_the_container_is_asked_for(target, stripped_target):
+    v = view(head(target))
+    assert v.stripped_target == stripped_target
+    assert v.path_target == b"/linx/lnx_abc" + stripped_target
+
+
 def test_a_host_name_of_its_own_names_the_service():
     sid = ids.new_id(ids.SERVICE)
     host = ids.service_label(sid) + SUFFIX.decode() + ":8443"
