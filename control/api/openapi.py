@@ -241,6 +241,7 @@ def _paths() -> dict[str, Any]:
                 security=tenant,
                 ok=(200, models.Service),
                 body=models.ServicePatch,
+                errors=(422,),
                 params=("service_id",),
             ),
             "delete": _op("Delete service", security=tenant, ok=(204, None), params=("service_id",)),

@@ -77,6 +77,54 @@ def test_every_operation_documents_its_errors_and_security(api):
             assert op["security"] == [{expected_scheme: []}]
 
 
+def test_the_state_errors_the_server_answers_are_documented(make_api):
+    """The 409/422 answers a normal session can meet, each listed on its operation."""
+    api = make_api(service_domain="svc.example.test")
+    doc = _doc(api)
+    headers, container, service = api.setup()
+    cid = container["container_id"]
+    host = api.service(cid, headers, name="h2", routing="host")
+    seen = [
+        (
+            "post",
+            "/api/containers/{container_id}/services",
+            api.http.post(
+                f"/api/containers/{cid}/services",
+                json={"name": service["name"], "target_port": 80},
+                headers=headers,
+            ),
+        ),
+        (
+            "post",
+            "/api/containers/{container_id}/services",
+            api.http.post(
+                f"/api/containers/{cid}/services",
+                json={"name": "x", "target_port": 80, "routing": "host", "strip_prefix": False},
+                headers=headers,
+            ),
+        ),
+        (
+            "patch",
+            "/api/services/{service_id}",
+            api.http.patch(
+                f"/api/services/{host['service_id']}", json={"strip_prefix": False}, headers=headers
+            ),
+        ),
+        (
+            "post",
+            "/api/admin/containers",
+            api.http.post(
+                "/api/admin/containers",
+                json={k: v for k, v in container.items() if k not in ("created_at", "updated_at")},
+                headers=api.admin,
+            ),
+        ),
+    ]
+    assert [r.status_code for _, _, r in seen] == [409, 422, 422, 409]
+    for method, path, r in seen:
+        assert str(r.status_code) in doc["paths"][path][method]["responses"], (method, path, r.json)
+
+
 def test_request_schemas_refuse_unknown_fields(api):
     schemas = _doc(api)["components"]["schemas"]
     for name in (
