@@ -20,7 +20,7 @@ from http import HTTPStatus
 from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 
-from dataplane.http_head import Framing, RequestHead, ResponseHead
+from dataplane.http_head import Framing, RequestHead, ResponseHead, split_authority
 
 HOP_BY_HOP = frozenset(
     {
@@ -204,16 +204,9 @@ class PrefixRewrite:
                 rest = v[8:]
             else:
                 return value
-        end = len(rest)
-        for sep in (b"/", b"?", b"#"):
-            i = rest.find(sep)
-            if 0 <= i < end:
-                end = i
-        if rest[:end].lower() not in self._authorities():
+        authority, path = split_authority(rest)
+        if authority.lower() not in self._authorities():
             return value
-        path = rest[end:]
-        if not path.startswith(b"/"):
-            path = b"/" + path
         return path if self._under(path) else self.prefix + path
 
     def set_cookie(self, value: bytes) -> bytes:

@@ -266,15 +266,22 @@ def _absolute_form(target: bytes) -> tuple[bytes, bytes]:
         raise HeadError(
             400, "bad_request_target", "only origin-form and absolute-form request targets are accepted"
         )
+    authority, path = split_authority(rest)
+    if not authority or not _valid_host(authority):
+        raise HeadError(400, "bad_request_target", "the target's authority is not a valid host[:port]")
+    return path, authority
+
+
+def split_authority(rest: bytes) -> tuple[bytes, bytes]:
+    """A URL after its ``scheme://`` (or ``//``) as its authority and its path, query and
+    fragment, the path starting with ``/``."""
     end = len(rest)
-    for stop in (b"/", b"?"):
+    for stop in (b"/", b"?", b"#"):
         i = rest.find(stop)
         if 0 <= i < end:
             end = i
-    authority, path = rest[:end], rest[end:]
-    if not authority or not _valid_host(authority):
-        raise HeadError(400, "bad_request_target", "the target's authority is not a valid host[:port]")
-    return (path if path.startswith(b"/") else b"/" + path), authority
+    path = rest[end:]
+    return rest[:end], (path if path.startswith(b"/") else b"/" + path)
 
 
 def _tokens(values) -> frozenset[bytes]:
