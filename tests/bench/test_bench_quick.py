@@ -72,3 +72,24 @@ def test_the_instruction_count_loop_relays_every_request(tmp_path, mode):
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_a_missed_target_says_by_how_much():
+    """Issue 12: the table shows each target met, or by how much it is missed."""
+    from bench.__main__ import ROWS, judge, verdict_text
+
+    assert judge(3.13, 3, "max") == (False, pytest.approx(0.13 / 3))
+    assert verdict_text(*judge(3.13, 3, "max"), "max") == "FAIL, 4.3% over"
+    assert verdict_text(*judge(0.897, 0.9, "min"), "min") == "FAIL, 0.3% short"
+    assert verdict_text(*judge(2.9, 3, "max"), "max") == "PASS"
+    assert verdict_text(*judge(5.0, 5.0, "below"), "below") == "FAIL, 0.0% over"  # "< 5 ms" is strict
+    assert judge(None, 3, "max") == (None, None)
+    # every token carrier is judged against the peers' public figures
+    targets = {key: target for key, _, _, _, target in ROWS}
+    for key in ("token_keepalive_rps", "query_keepalive_rps"):
+        text, measure, limit, kind = targets[key]
+        assert measure({"linx": 15_000, "chp_public": 4_000}) == 3.75 and (limit, kind) == (3, "min")
+    for key in ("token_cpu_us_per_req", "query_cpu_us_per_req"):
+        text, measure, limit, kind = targets[key]
+        assert measure({"linx": 45.0, "nginx_public": 15.0}) == 3.0 and (limit, kind) == (3, "max")
+        assert measure({"linx": 45.0}) is None  # nginx not installed: no verdict, not a pass
