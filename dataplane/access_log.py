@@ -1,5 +1,10 @@
 """One JSON line per request, written in batches so logging never costs a syscall per request.
 
+A request costs a tuple of its fields; the lines are formatted when the batch is written. A
+line formatted per request cost 4-5 µs of its time in the relay (the formatting code and data
+evicted by everything else a request touches), nearly four times the same formatting done
+for a whole batch at once: the access log was the largest single cost left per request.
+
 Lines never hold a token, a cookie value or a query string: the path is logged without its
 query, and no header value is logged at all.
 """
@@ -15,17 +20,17 @@ from typing import IO
 from twisted.internet.task import LoopingCall
 
 FLUSH_SECS = 0.2
-FLUSH_BYTES = 64 * 1024
+FLUSH_ROWS = 256  # about 64 KiB of lines
 
 
 class AccessLog:
-    """Buffers lines on the reactor thread and flushes them every ``FLUSH_SECS`` or 64 KiB."""
+    """Buffers requests on the reactor thread; formats and writes them every ``FLUSH_SECS`` or
+    ``FLUSH_ROWS`` requests."""
 
     def __init__(self, reactor, stream: IO[str] | None) -> None:
         self.reactor = reactor
         self.stream = stream
-        self.lines: list[str] = []
-        self.size = 0
+        self.rows: list[tuple] = []
         self._loop = LoopingCall(self.flush)
         self._loop.clock = reactor
 
@@ -65,53 +70,66 @@ class AccessLog:
         error: str | None,
         request_id: bytes,
     ) -> None:
-        """Log one answered request (``req`` is None for a head that could not be parsed).
-
-        Formatted by hand: the fields are numbers and strings of known safe alphabets, except
-        the path, which is JSON-escaped when it needs it; ``json.dumps`` of a dict per request
-        costs several times more.
-        """
-        if req is None:
-            what = '"method":null,"path":null'
-        else:
-            # the same for every request of an identical head (parsed heads are shared)
-            memo = req.memo
-            if memo is None:
-                memo = req.memo = {}
-            what = memo.get("log")
-            if what is None:
-                method = req.method.decode("latin-1")
-                path = _json_str(req.target.partition(b"?")[0].decode("latin-1"))
-                what = memo["log"] = f'"method":"{method}","path":{path}'
-        # null when absent, else quoted (their alphabets need no escaping); inline, not a call each
-        svc = '"' + service + '"' if service else "null"
-        err = '"' + error + '"' if error else "null"
-        rid = '"' + request_id.decode("latin-1") + '"' if request_id else "null"
-        self.write_line(
-            f'{{"time":{now:.3f},"service":{svc},{what},'
-            f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
-            f'"duration_ms":{duration * 1000:.3f},'
-            f'"upstream_ms":{"null" if upstream is None else format(upstream * 1000, ".3f")},'
-            f'"client":"{client.decode("latin-1")}","error":{err},"request_id":{rid}}}\n'
+        """Log one answered request (``req`` is None for a head that could not be parsed)."""
+        rows = self.rows
+        rows.append(
+            (now, service, req, status, bytes_in, bytes_out, duration, upstream, client, error, request_id)
         )
-
-    def write_line(self, line: str) -> None:
-        self.lines.append(line)
-        self.size += len(line)
-        if self.size >= FLUSH_BYTES:
+        if len(rows) >= FLUSH_ROWS:
             self.flush()
 
     def flush(self) -> None:
-        if not self.lines or self.stream is None:
+        rows = self.rows
+        if not rows or self.stream is None:
             return
-        data = "".join(self.lines)
-        self.lines = []
-        self.size = 0
+        self.rows = []
+        data = "".join([_line(*row) for row in rows])
         try:
             self.stream.write(data)
             self.stream.flush()
         except OSError:  # a closed stdout must not take the proxy down
             pass
+
+
+def _line(
+    now: float,
+    service: str,
+    req,
+    status: int,
+    bytes_in: int,
+    bytes_out: int,
+    duration: float,
+    upstream: float | None,
+    client: bytes,
+    error: str | None,
+    request_id: bytes,
+) -> str:
+    """Formatted by hand: the fields are numbers and strings of known safe alphabets, except
+    the path, which is JSON-escaped when it needs it; ``json.dumps`` of a dict per request
+    costs several times more."""
+    if req is None:
+        what = '"method":null,"path":null'
+    else:
+        # the same for every request of an identical head (parsed heads are shared)
+        memo = req.memo
+        if memo is None:
+            memo = req.memo = {}
+        what = memo.get("log")
+        if what is None:
+            method = req.method.decode("latin-1")
+            path = _json_str(req.target.partition(b"?")[0].decode("latin-1"))
+            what = memo["log"] = f'"method":"{method}","path":{path}'
+    # null when absent, else quoted (their alphabets need no escaping); inline, not a call each
+    svc = '"' + service + '"' if service else "null"
+    err = '"' + error + '"' if error else "null"
+    rid = '"' + request_id.decode("latin-1") + '"' if request_id else "null"
+    return (
+        f'{{"time":{now:.3f},"service":{svc},{what},'
+        f'"status":{status},"bytes_in":{bytes_in},"bytes_out":{bytes_out},'
+        f'"duration_ms":{duration * 1000:.3f},'
+        f'"upstream_ms":{"null" if upstream is None else format(upstream * 1000, ".3f")},'
+        f'"client":"{client.decode("latin-1")}","error":{err},"request_id":{rid}}}\n'
+    )
 
 
 def _json_str(text: str) -> str:

@@ -7,7 +7,7 @@ import json
 
 from twisted.internet.task import Clock
 
-from dataplane.access_log import AccessLog, request_id
+from dataplane.access_log import FLUSH_ROWS, FLUSH_SECS, AccessLog, request_id
 from dataplane.http_head import parse_request_head
 
 
@@ -45,6 +45,24 @@ def test_lines_are_batched_until_flush():
     assert out.getvalue() == ""
     log.flush()
     assert out.getvalue().count("\n") == 1
+
+
+def test_a_full_batch_is_written_at_once_and_the_rest_on_the_timer_in_order():
+    out = io.StringIO()
+    clock = Clock()
+    log = AccessLog(clock, out)
+    log.start()
+    for n in range(FLUSH_ROWS - 1):
+        log.request(float(n), "s", None, 200, 0, n, 0.0, None, b"1.2.3.4", None, b"r")
+    assert out.getvalue() == ""  # nothing formatted or written yet
+    log.request(float(FLUSH_ROWS - 1), "s", None, 200, 0, FLUSH_ROWS - 1, 0.0, None, b"1.2.3.4", None, b"r")
+    assert out.getvalue().count("\n") == FLUSH_ROWS  # a full batch does not wait for the timer
+    log.request(9999.0, "s", None, 503, 0, 7, 0.0, None, b"1.2.3.4", "target_unavailable", b"r")
+    clock.advance(FLUSH_SECS)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["bytes_out"] for line in lines] == [*range(FLUSH_ROWS), 7]
+    assert lines[-1]["time"] == 9999.0 and lines[-1]["error"] == "target_unavailable"
+    log.stop()
 
 
 def test_request_ids():
