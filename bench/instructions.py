@@ -6,7 +6,8 @@ figure that the machine's load cannot move.
 Timings on this shared machine swing by a third within an hour, and a change worth 5% drowns
 in that. Here keep-alive requests go through the relay in memory (``ClientConnection`` and its
 pooled upstream on in-memory transports, the harness of ``tests/dataplane/test_relay_memory``:
-routing, the access decision, both heads, the access log, metrics, timers; no system calls and
+routing, the access decision, both heads, the access log (to /dev/null: its lines are
+formatted; the harness alone logs nothing), metrics, timers; no system calls and
 no Twisted TCP), under ``valgrind --tool=callgrind``, twice (``N`` and ``3N`` requests): the
 difference over ``2N`` is the count per request, start-up excluded. ``--baseline`` counts
 another checkout (a ``git worktree`` of an earlier commit) the same way. Needs valgrind
@@ -30,10 +31,12 @@ MODES = ("public", "header", "query")
 
 # Runs in the checkout under test (PYTHONPATH), so each is measured with its own relay.
 _LOOP = r"""
-import sys
+import os, sys
+from dataplane.access_log import AccessLog
 from tests.dataplane.test_relay_memory import Harness
 mode, n = sys.argv[1], int(sys.argv[2])
 h = Harness()
+h.ctx.access_log = AccessLog(h.reactor, open(os.devnull, "w"))  # logging, as a proxy does by default
 if mode == "public":
     h.svc = h.svc.with_changes(auth_mode="public")
     h.load(h.svc, h.ctr)
