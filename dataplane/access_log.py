@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import IO
 
 from twisted.internet.task import LoopingCall
@@ -24,13 +25,16 @@ FLUSH_ROWS = 256  # about 64 KiB of lines
 
 
 class AccessLog:
-    """Buffers requests on the reactor thread; formats and writes them every ``FLUSH_SECS`` or
-    ``FLUSH_ROWS`` requests."""
+    """Buffers answered requests on the reactor thread; every ``FLUSH_SECS`` or ``FLUSH_ROWS``
+    requests hands the batch to ``observe`` (the metrics, see ``ProxyContext``), then formats
+    and writes its lines. With the log off (no stream) requests are still gathered for
+    ``observe``; a metrics scrape flushes first, so it always sees every answered request."""
 
     def __init__(self, reactor, stream: IO[str] | None) -> None:
         self.reactor = reactor
         self.stream = stream
         self.rows: list[tuple] = []
+        self.observe: Callable[[list[tuple]], None] | None = None
         self._loop = LoopingCall(self.flush)
         self._loop.clock = reactor
 
@@ -70,7 +74,8 @@ class AccessLog:
         error: str | None,
         request_id: bytes,
     ) -> None:
-        """Log one answered request (``req`` is None for a head that could not be parsed)."""
+        """Log one answered request (``req`` is None for a head that could not be parsed). The
+        row keeps the arguments' order, which ``metrics.RequestStats.take`` reads too."""
         rows = self.rows
         rows.append(
             (now, service, req, status, bytes_in, bytes_out, duration, upstream, client, error, request_id)
@@ -80,9 +85,13 @@ class AccessLog:
 
     def flush(self) -> None:
         rows = self.rows
-        if not rows or self.stream is None:
+        if not rows:
             return
         self.rows = []
+        if self.observe is not None:
+            self.observe(rows)
+        if self.stream is None:
+            return
         data = "".join([_line(*row) for row in rows])
         try:
             self.stream.write(data)

@@ -133,6 +133,18 @@ class ProxyContext:
         self.draining = False
         self.last_exchange: float | None = None
 
+    @property
+    def access_log(self) -> AccessLog:
+        return self._access_log
+
+    @access_log.setter
+    def access_log(self, log: AccessLog) -> None:
+        # The access log gathers every answered request (with or without a stream to write
+        # to) and hands each batch to the metrics; a scrape takes what is gathered first.
+        log.observe = self.metrics.per_request.take
+        self.metrics.per_request.pending = log.flush
+        self._access_log = log
+
     def sync_fresh(self) -> bool:
         last = self.last_exchange
         return last is not None and self.reactor.seconds() - last < self.config.max_staleness

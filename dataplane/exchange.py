@@ -567,31 +567,28 @@ class Exchange:
             up.client_gone()
 
     def finish(self, status: int, code: str | None = None) -> None:
-        """Account for the answered request, once: metrics and the access log line."""
+        """Account for the answered request, once: metrics and the access log line (both
+        taken from the access log's batch, see ``access_log.AccessLog``)."""
         if self.finished:
             return
         self.finished = True
         ctx = self.ctx
         now = ctx.reactor.seconds()
         route = self.route
-        sid = route.service_id if route is not None else ""
         started = self.started_at
-        duration = now - started
-        ctx.metrics.observe(sid, status, duration, self.req_bytes, self.resp_bytes)
-        if ctx.access_log.enabled:
-            ctx.access_log.request(
-                now,
-                sid,
-                self.req,
-                status,
-                self.req_bytes,
-                self.resp_bytes,
-                duration,
-                self.upstream_at - started if self.upstream_at else None,
-                self.conn.peer_ip,
-                code,
-                self.request_id,
-            )
+        ctx.access_log.request(
+            now,
+            route.service_id if route is not None else "",
+            self.req,
+            status,
+            self.req_bytes,
+            self.resp_bytes,
+            now - started,
+            self.upstream_at - started if self.upstream_at else None,
+            self.conn.peer_ip,
+            code,
+            self.request_id,
+        )
 
 
 def _valid_accept(req: RequestHead, resp: ResponseHead) -> bool:

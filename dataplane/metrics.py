@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
@@ -18,7 +19,8 @@ class Metrics:
         r = self.registry
         # The per-request figures are plain numbers, turned into families only when /metrics is
         # scraped (on the reactor thread, like every request): no lock and no label lookup in
-        # prometheus_client per request.
+        # prometheus_client per request. They are taken in batches from the access log's
+        # (``RequestStats.take``, wired in ``ProxyContext``).
         self.per_request = RequestStats()
         r.register(self.per_request)
         self.open_connections = Gauge("linx_proxy_open_connections", "Open client connections", registry=r)
@@ -44,16 +46,6 @@ class Metrics:
             registry=r,
         )
 
-    def observe(self, service_id: str, status: int, duration: float, bytes_in: int, bytes_out: int) -> None:
-        """One answered request: its count, latency and body bytes."""
-        stats = self.per_request
-        key = (service_id, status // 100)
-        stats.counts[key] = stats.counts.get(key, 0) + 1
-        stats.buckets[bisect_left(LATENCY_BUCKETS, duration)] += 1
-        stats.latency_sum += duration
-        stats.bytes_in += bytes_in
-        stats.bytes_out += bytes_out
-
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -67,8 +59,28 @@ class RequestStats:
         self.latency_sum = 0.0
         self.bytes_in = 0
         self.bytes_out = 0
+        # What is gathered and not yet taken (the access log's batch): taken before a scrape.
+        self.pending: Callable[[], None] | None = None
+
+    def take(self, rows: list[tuple]) -> None:
+        """Answered requests, as the access log gathers them: (time, service id, request head,
+        status, request bytes, response bytes, duration, ...)."""
+        counts, buckets = self.counts, self.buckets
+        total = bytes_in = bytes_out = 0
+        for row in rows:
+            key = (row[1], row[3] // 100)
+            counts[key] = counts.get(key, 0) + 1
+            buckets[bisect_left(LATENCY_BUCKETS, row[6])] += 1
+            total += row[6]
+            bytes_in += row[4]
+            bytes_out += row[5]
+        self.latency_sum += total
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
 
     def collect(self):
+        if self.pending is not None:
+            self.pending()
         requests = CounterMetricFamily(
             "linx_proxy_requests",
             "Requests answered, by service and status class",

@@ -609,3 +609,35 @@ def test_read_size_grows_for_a_bulk_transfer_and_comes_back_after_it():
     # the exchange is over: both back at the small read size for the next request
     assert tr.bufferSize == READ_SIZE and utr.bufferSize == READ_SIZE
     assert tr.value().count(b"y") == 2 * READ_SIZE
+
+
+def test_metrics_count_every_answered_request_at_a_scrape_with_the_log_off_or_on():
+    """The metrics are taken from the access log's batch (dataplane/access_log.py): a scrape
+    sees every request answered so far, before any timer or a full batch, log off or on."""
+    import io
+
+    from dataplane.access_log import FLUSH_ROWS, AccessLog
+
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    for stream in (None, io.StringIO()):
+        h = Harness()
+        if stream is not None:
+            h.ctx.access_log = AccessLog(h.reactor, stream)
+        proto, tr = h.client()
+        total = FLUSH_ROWS + 3  # one full batch taken at once, three waiting for the scrape
+        for n in range(total):
+            proto.dataReceived(h.request(b"/x"))
+            if n == 0:
+                up, utr = h.upstream()
+            up.dataReceived(resp)
+        proto.dataReceived(h.request(b"/y", token=False))  # a 401, counted for the service
+        value = h.ctx.metrics.registry.get_sample_value
+        sid = h.svc.service_id
+        assert value("linx_proxy_requests_total", {"service": sid, "status_class": "2xx"}) == total
+        assert value("linx_proxy_requests_total", {"service": sid, "status_class": "4xx"}) == 1
+        assert value("linx_proxy_request_duration_seconds_count") == total + 1
+        if stream is not None:
+            h.ctx.access_log.flush()
+            lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+            assert len(lines) == total + 1
+            assert value("linx_proxy_response_bytes_total") == sum(line["bytes_out"] for line in lines)
