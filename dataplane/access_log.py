@@ -11,7 +11,6 @@ query, and no header value is logged at all.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import sys
@@ -151,15 +150,37 @@ def request_id(incoming: bytes | None) -> bytes:
     """A client's ``X-Request-Id`` when it is short and plain, else a new one.
 
     New ids are a random per-process prefix and a counter: unique across processes and
-    restarts without a ``getrandom`` system call per request.
+    restarts without a ``getrandom`` system call per request. They are made ``_BATCH`` at a
+    time (one formatted per request cost about 1 µs of a request in the relay, against a
+    list pop now); the counter never wraps under one prefix (a new prefix every 2**32 ids).
     """
     if incoming and len(incoming) <= 128 and _PLAIN.issuperset(incoming):
         return incoming
-    return b"%s%08x" % (_PREFIX, next(_COUNTER) & 0xFFFFFFFF)
+    if not _IDS:
+        _refill()
+    return _IDS.pop()
 
 
-_PREFIX = os.urandom(8).hex().encode()
-_COUNTER = itertools.count()
+_BATCH = 256
+_IDS: list[bytes] = []  # the next ids, the next one last
+_next = [os.urandom(8).hex().encode(), 0]  # prefix, first counter value not yet made
 
+
+def _refill() -> None:
+    prefix, start = _next
+    if start + _BATCH > 1 << 32:
+        prefix, start = os.urandom(8).hex().encode(), 0
+    _next[:] = [prefix, start + _BATCH]
+    form = prefix + b"%08x"
+    _IDS[:] = [form % n for n in range(start + _BATCH - 1, start - 1, -1)]
+
+
+def _new_process() -> None:
+    # a forked child must not repeat its parent's ids
+    _IDS.clear()
+    _next[:] = [os.urandom(8).hex().encode(), 0]
+
+
+os.register_at_fork(after_in_child=_new_process)
 
 _PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")

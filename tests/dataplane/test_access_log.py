@@ -69,5 +69,23 @@ def test_request_ids():
     assert request_id(b"abc-123") == b"abc-123"
     assert request_id(b'evil"id') != b'evil"id'
     assert request_id(b"x" * 129) != b"x" * 129
-    ids = {request_id(None) for _ in range(1000)}
-    assert len(ids) == 1000 and all(len(i) == 24 for i in ids)
+    ids = [request_id(None) for _ in range(1000)]  # made in batches: across several of them
+    assert len(set(ids)) == 1000 and all(len(i) == 24 for i in ids)
+    prefix = ids[0][:16]
+    assert all(i[:16] == prefix for i in ids)
+    assert [int(i[16:], 16) for i in ids] == list(range(int(ids[0][16:], 16), int(ids[0][16:], 16) + 1000))
+
+
+def test_request_ids_never_wrap_under_one_prefix(monkeypatch):
+    from dataplane import access_log
+
+    monkeypatch.setattr(access_log, "_IDS", [])
+    monkeypatch.setattr(access_log, "_next", [b"a" * 16, (1 << 32) - 2 * access_log._BATCH])
+    ids = [request_id(None) for _ in range(3 * access_log._BATCH)]
+    assert len(set(ids)) == len(ids)
+    assert ids[0] == b"a" * 16 + b"%08x" % ((1 << 32) - 2 * access_log._BATCH)
+    assert ids[2 * access_log._BATCH - 1] == b"a" * 16 + b"ffffffff"
+    after = ids[2 * access_log._BATCH :]  # a new random prefix, counting from 0 again
+    assert after[0][:16] != b"a" * 16 and after[0][16:] == b"00000000"
+    access_log._new_process()  # as in a forked child: a new prefix, nothing of the parent's left
+    assert request_id(None)[:16] not in (b"a" * 16, after[0][:16])
