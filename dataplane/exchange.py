@@ -244,17 +244,36 @@ class Exchange:
         req = self.req
         self.route = route
         self.websocket = websocket
-        self.upstream_head = forwarding.upstream_request_head(
-            req,
-            target,
-            cookies=cookies,
-            client_ip=conn.peer_ip,
-            scheme=conn.scheme,
-            prefix=prefix,
-            trusted=conn.trusted,
-            websocket=websocket,
-            request_id=self.request_id,
-        )
+        # The head but its request id, kept by the connection for the next request of the
+        # same head (its parts are memoised per head: compared by identity)
+        kept = conn.head_kept
+        if (
+            kept is None
+            or kept[0] is not req
+            or kept[1] is not target
+            or kept[2] is not cookies
+            or kept[3] is not prefix
+            or kept[4] is not websocket
+        ):
+            kept = conn.head_kept = (
+                req,
+                target,
+                cookies,
+                prefix,
+                websocket,
+                *forwarding.upstream_request_head_around(
+                    req,
+                    target,
+                    cookies=cookies,
+                    client_ip=conn.peer_ip,
+                    scheme=conn.scheme,
+                    prefix=prefix,
+                    trusted=conn.trusted,
+                    websocket=websocket,
+                    request_id=True,
+                ),
+            )
+        self.upstream_head = kept[5] + self.request_id + kept[6]
         conn.state = RELAY
         leftover, conn.buf = conn.buf, b""
         self.receiving_body = req.has_body

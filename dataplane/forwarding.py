@@ -64,15 +64,45 @@ def upstream_request_head(
     request_id: bytes | None = None,
 ) -> bytes:
     """The head to send to the container for ``req`` (``target``: path and query to use)."""
+    before, after = upstream_request_head_around(
+        req,
+        target,
+        cookies=cookies,
+        client_ip=client_ip,
+        scheme=scheme,
+        prefix=prefix,
+        trusted=trusted,
+        websocket=websocket,
+        request_id=request_id is not None,
+    )
+    return before + request_id + after if request_id is not None else after
+
+
+def upstream_request_head_around(
+    req: RequestHead,
+    target: bytes,
+    *,
+    cookies: list[bytes],
+    client_ip: bytes,
+    scheme: bytes,
+    prefix: bytes | None,
+    trusted: bool,
+    websocket: bool,
+    request_id: bool,
+) -> tuple[bytes, bytes]:
+    """``upstream_request_head`` in the two parts around its ``X-Request-Id`` value (with
+    ``request_id``; else ``b""`` and the whole head): all of it but that value is the same
+    for every request of an identical head on one connection, so a connection keeps the
+    parts and joins three strings a request (``Exchange.relay``)."""
     # What depends on the client's head alone is worked out once per distinct head (parsed
     # heads are shared between identical ones, see ``http_head.HeadMemo``).
     memo = req.memo
     if memo is None:
         memo = req.memo = {}
-    key = trusted * 2 + (request_id is not None)
+    key = trusted * 2 + request_id
     kept = memo.get(key)
     if kept is None:
-        kept = memo[key] = _forwarded_fields(req, trusted, request_id is not None)
+        kept = memo[key] = _forwarded_fields(req, trusted, request_id)
     fields, xff, proto, host = kept
     out = [req.method, b" ", target, b" HTTP/1.1\r\n", fields]
     for cookie in cookies:
@@ -82,8 +112,11 @@ def upstream_request_head(
     out += (b"X-Forwarded-Host: ", host or req.host, b"\r\n")
     if prefix is not None:
         out += (b"X-Forwarded-Prefix: ", prefix, b"\r\n")
-    if request_id is not None:
-        out += (b"X-Request-Id: ", request_id, b"\r\n")
+    before = b""
+    if request_id:
+        out.append(b"X-Request-Id: ")
+        before = b"".join(out)
+        out = [b"\r\n"]
     if websocket:
         out.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
     if req.framing == Framing.LENGTH:
@@ -91,7 +124,7 @@ def upstream_request_head(
     elif req.framing == Framing.CHUNKED:
         out.append(b"Transfer-Encoding: chunked\r\n")
     out.append(b"\r\n")
-    return b"".join(out)
+    return before, b"".join(out)
 
 
 def _forwarded_fields(

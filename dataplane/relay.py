@@ -78,6 +78,8 @@ class ClientConnection(protocol.Protocol):
         self.revoked = False  # its service was revoked while it was between requests
         # The last token cookie line made here: (route, token, valid from, valid until, line).
         self.cookie_memo: tuple | None = None
+        # The last container head made here, but its request id (see Exchange.relay).
+        self.head_kept: tuple | None = None
 
     @property
     def grant(self) -> tuple[Route | None, str | None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import re
 
 import pytest
 from twisted.internet.address import IPv4Address
@@ -641,3 +642,25 @@ def test_metrics_count_every_answered_request_at_a_scrape_with_the_log_off_or_on
             lines = [json.loads(line) for line in stream.getvalue().splitlines()]
             assert len(lines) == total + 1
             assert value("linx_proxy_response_bytes_total") == sum(line["bytes_out"] for line in lines)
+
+
+def test_repeated_heads_on_a_connection_differ_only_by_request_id():
+    """A connection keeps the container head of its last request but its request id
+    (Exchange.relay): identical requests get their own ids, and any other head its own head."""
+    h = Harness()
+    proto, tr = h.client()
+    resp = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    sent = []
+    for rest, extra in ((b"/a", ()), (b"/a", ()), (b"/a", (b"X-Request-Id: mine-1",)), (b"/b?q=1", ())):
+        proto.dataReceived(h.request(rest, *extra))
+        if not sent:
+            up, utr = h.upstream()
+        sent.append(utr.value())
+        utr.clear()
+        up.dataReceived(resp)
+    ids = [re.search(rb"\r\nX-Request-Id: ([^\r]*)\r\n", head).group(1) for head in sent]
+    assert len(set(ids)) == 4 and ids[2] == b"mine-1"
+    same = [re.sub(rb"X-Request-Id: [^\r]*", b"", head) for head in sent[:2]]
+    assert same[0] == same[1] and sent[0].startswith(b"GET /a HTTP/1.1\r\n")
+    assert sent[3].startswith(b"GET /b?q=1 HTTP/1.1\r\n")
+    assert all(head.endswith(b"\r\n\r\n") and head.count(b"X-Request-Id") == 1 for head in sent)
