@@ -301,12 +301,14 @@ class ClientConnection(protocol.Protocol):
             buf = self.buf = buf.lstrip(b"\r\n")
             if not buf:
                 return
-        if not self.head_started:
-            self.head_started = True
-            self.timer.set(self.ctx.config.head_timeout, self._head_timeout)
         end = buf.find(HEAD_END)
         limit = self.ctx.config.max_head_bytes
         if end < 0 and len(buf) <= limit:
+            # The head deadline runs from its first byte; a head that came whole in one read
+            # (nearly all of them) needs none, so it costs no timer.
+            if not self.head_started:
+                self.head_started = True
+                self.timer.set(self.ctx.config.head_timeout, self._head_timeout)
             if b"\n" in buf or b"\r" in buf:
                 # A head that can never end in CRLF CRLF (bare LF or CR line ends) is refused
                 # now, not left to time out as if the client were merely slow.

@@ -222,6 +222,25 @@ def test_head_deadline_is_absolute_not_reset_by_bytes():
     assert tr.disconnecting
 
 
+def test_a_later_heads_deadline_runs_from_its_first_byte_on_a_keep_alive_connection():
+    """A head that comes whole costs no head timer (relay._read_head); one that comes in
+    pieces gets the absolute deadline from its first byte, after any time spent idle."""
+    h = Harness(head_timeout=10.0, idle_timeout=75.0)
+    proto, tr = h.client()
+    proto.dataReceived(h.request())
+    up, _ = h.upstream()
+    up.dataReceived(b"HTTP/1.1 204 No Content\r\n\r\n")
+    tr.clear()
+    h.reactor.advance(50)  # idle, then a second request starts arriving
+    second = h.request()
+    for i in range(9):
+        proto.dataReceived(second[i : i + 1])
+        h.reactor.advance(1)
+    assert tr.value() == b"" and not tr.disconnecting
+    h.reactor.advance(1.01)
+    assert status_of(tr.value()) == 408 and tr.disconnecting
+
+
 def test_silent_connection_closed_at_head_deadline():
     h = Harness(head_timeout=3.0)
     proto, tr = h.client()
