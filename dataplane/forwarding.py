@@ -95,10 +95,41 @@ def upstream_request_head_around(
     for every request of an identical head on one connection, so a connection keeps the
     parts and joins three strings a request (``Exchange.relay``)."""
     # What depends on the client's head alone is worked out once per distinct head (parsed
-    # heads are shared between identical ones, see ``http_head.HeadMemo``).
+    # heads are shared between identical ones, see ``http_head.HeadMemo``), and the parts for
+    # one client address too: a client opening a connection per request repeats them.
     memo = req.memo
     if memo is None:
         memo = req.memo = {}
+    around = memo.get("around")
+    if around is None:
+        around = memo["around"] = {}
+    whole = (target, tuple(cookies), client_ip, scheme, prefix, trusted, websocket, request_id)
+    parts = around.get(whole)
+    if parts is not None:
+        return parts
+    if len(around) >= _AROUND_PER_HEAD:
+        around.clear()  # many clients with one head: start over rather than grow
+    parts = around[whole] = _head_around(
+        req, target, cookies, client_ip, scheme, prefix, trusted, websocket, request_id, memo
+    )
+    return parts
+
+
+_AROUND_PER_HEAD = 64
+
+
+def _head_around(
+    req: RequestHead,
+    target: bytes,
+    cookies: list[bytes],
+    client_ip: bytes,
+    scheme: bytes,
+    prefix: bytes | None,
+    trusted: bool,
+    websocket: bool,
+    request_id: bool,
+    memo: dict,
+) -> tuple[bytes, bytes]:
     key = trusted * 2 + request_id
     kept = memo.get(key)
     if kept is None:

@@ -80,6 +80,51 @@ def test_upstream_heads_from_a_shared_head_differ_where_requests_do():
     assert b"X-Forwarded-For: 1.2.3.4\r\n" in _upstream(req, request_id=b"r4")
 
 
+def test_head_parts_are_kept_per_client_and_every_input_of_the_head():
+    req = parse_request_head(REQ, 100)
+    args = dict(cookies=[], client_ip=b"1.2.3.4", scheme=b"http", prefix=None, trusted=False)
+    first = forwarding.upstream_request_head_around(req, b"/a", websocket=False, request_id=True, **args)
+    again = forwarding.upstream_request_head_around(req, b"/a", websocket=False, request_id=True, **args)
+    assert again is first  # a client opening a connection per request: made once
+    variants = [
+        dict(args, client_ip=b"5.6.7.8"),
+        dict(args, cookies=[b"a=1"]),
+        dict(args, scheme=b"https"),
+        dict(args, prefix=b"/linx/lnx_a"),
+        dict(args, trusted=True),
+    ]
+    heads = {b"".join(first)}
+    for kw in variants:
+        heads.add(
+            b"".join(
+                forwarding.upstream_request_head_around(req, b"/a", websocket=False, request_id=True, **kw)
+            )
+        )
+    heads.add(
+        b"".join(
+            forwarding.upstream_request_head_around(req, b"/b", websocket=False, request_id=True, **args)
+        )
+    )
+    heads.add(
+        b"".join(forwarding.upstream_request_head_around(req, b"/a", websocket=True, request_id=True, **args))
+    )
+    heads.add(
+        b"".join(
+            forwarding.upstream_request_head_around(req, b"/a", websocket=False, request_id=False, **args)
+        )
+    )
+    assert len(heads) == 9  # each input changes the head
+    for n in range(forwarding._AROUND_PER_HEAD * 2):  # bounded however many clients
+        forwarding.upstream_request_head_around(
+            req,
+            b"/a",
+            websocket=False,
+            request_id=True,
+            **dict(args, client_ip=b"10.0.%d.%d" % divmod(n, 256)),
+        )
+    assert len(req.memo["around"]) <= forwarding._AROUND_PER_HEAD
+
+
 def test_other_x_forwarded_fields_go_on_from_a_trusted_peer_only():
     req = parse_request_head(
         b"GET /a HTTP/1.1\r\nHost: h\r\nX-Forwarded-Port: 443\r\nX-Forwarded-Ssl: on\r\n\r\n", 100
