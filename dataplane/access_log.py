@@ -1,9 +1,10 @@
 """One JSON line per request, written in batches so logging never costs a syscall per request.
 
-A request costs a tuple of its fields; the lines are formatted when the batch is written. A
-line formatted per request cost 4-5 µs of its time in the relay (the formatting code and data
-evicted by everything else a request touches), nearly four times the same formatting done
-for a whole batch at once: the access log was the largest single cost left per request.
+A request costs a tuple of its fields; the lines are formatted when the batch is written.
+Formatted per request, the line cost 4.2-5.4 µs of a request in the relay (in memory, beside
+none), against 2.3-2.6 µs gathered and formatted by the batch; in a proxy under keep-alive
+load, 44.8 against 38.8 µs of CPU a request. The instructions are the same: the formatting
+runs faster in a loop of its own than between everything else a request touches.
 
 Lines never hold a token, a cookie value or a query string: the path is logged without its
 query, and no header value is logged at all.
