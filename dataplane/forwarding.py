@@ -52,29 +52,11 @@ WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def upstream_request_head(
-    req: RequestHead,
-    target: bytes,
-    *,
-    cookies: list[bytes],
-    client_ip: bytes,
-    scheme: bytes,
-    prefix: bytes | None,
-    trusted: bool,
-    websocket: bool,
-    request_id: bytes | None = None,
+    req: RequestHead, target: bytes, *, request_id: bytes | None = None, **fields
 ) -> bytes:
-    """The head to send to the container for ``req`` (``target``: path and query to use)."""
-    before, after = upstream_request_head_around(
-        req,
-        target,
-        cookies=cookies,
-        client_ip=client_ip,
-        scheme=scheme,
-        prefix=prefix,
-        trusted=trusted,
-        websocket=websocket,
-        request_id=request_id is not None,
-    )
+    """The head to send to the container for ``req`` (``target``: path and query to use;
+    ``fields``: the other arguments of ``upstream_request_head_around``)."""
+    before, after = upstream_request_head_around(req, target, request_id=request_id is not None, **fields)
     return before + request_id + after if request_id is not None else after
 
 
@@ -90,9 +72,9 @@ def upstream_request_head_around(
     websocket: bool,
     request_id: bool,
 ) -> tuple[bytes, bytes]:
-    """``upstream_request_head`` in the two parts around its ``X-Request-Id`` value (with
-    ``request_id``; else ``b""`` and the whole head): all of it but that value is the same
-    for every request of an identical head on one connection, so a connection keeps the
+    """The head to send to the container, in the two parts around its ``X-Request-Id`` value
+    (with ``request_id``; else ``b""`` and the whole head): all of it but that value is the
+    same for every request of an identical head on one connection, so a connection keeps the
     parts and joins three strings a request (``Exchange.relay``)."""
     # What depends on the client's head alone is worked out once per distinct head (parsed
     # heads are shared between identical ones, see ``http_head.HeadMemo``), and the parts for
@@ -109,27 +91,6 @@ def upstream_request_head_around(
         return parts
     if len(around) >= _AROUND_PER_HEAD:
         around.clear()  # many clients with one head: start over rather than grow
-    parts = around[whole] = _head_around(
-        req, target, cookies, client_ip, scheme, prefix, trusted, websocket, request_id, memo
-    )
-    return parts
-
-
-_AROUND_PER_HEAD = 64
-
-
-def _head_around(
-    req: RequestHead,
-    target: bytes,
-    cookies: list[bytes],
-    client_ip: bytes,
-    scheme: bytes,
-    prefix: bytes | None,
-    trusted: bool,
-    websocket: bool,
-    request_id: bool,
-    memo: dict,
-) -> tuple[bytes, bytes]:
     key = trusted * 2 + request_id
     kept = memo.get(key)
     if kept is None:
@@ -155,7 +116,11 @@ def _head_around(
     elif req.framing == Framing.CHUNKED:
         out.append(b"Transfer-Encoding: chunked\r\n")
     out.append(b"\r\n")
-    return before, b"".join(out)
+    parts = around[whole] = (before, b"".join(out))
+    return parts
+
+
+_AROUND_PER_HEAD = 64
 
 
 def _forwarded_fields(
